@@ -1,0 +1,580 @@
+"""``ChatLlamaCpp``: a LangChain chat model over llama-cpp-python.
+
+One generator of events (:meth:`ChatLlamaCpp._events`) does all the work; ``invoke`` aggregates
+``stream``, and the async methods run the same generator in a worker thread whose events cross back
+to the event loop through a queue (DESIGN.md decision 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import gc
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.language_models.chat_models import (
+    BaseChatModel,
+    LangSmithParams,
+    agenerate_from_stream,
+    generate_from_stream,
+)
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+
+from llm.chat_template import ChatTemplate, resolve_template, to_chat_dicts
+from llm.errors import (
+    ContextOverflowError,
+    GenerationCancelledError,
+    GenerationTimeoutError,
+    ModelLoadError,
+    ModelNotFoundError,
+)
+from llm.gate import FairGate
+
+logger = logging.getLogger(__name__)
+
+_CALL_OPTIONS = {"stop", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "timeout"}
+
+
+@dataclass
+class _Params:
+    """The effective options of one generation (fields merged with per-call kwargs)."""
+
+    stop: list[str]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    repeat_penalty: float
+    seed: int | None
+    timeout: float | None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class _Done:
+    """Final event of a generation: why it ended, usage and timings."""
+
+    finish_reason: Literal["stop", "length"]
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int
+    time_to_first_token_ms: float | None
+    inference_time_ms: float
+    tokens_per_second: float | None
+
+
+class ChatLlamaCpp(BaseChatModel):
+    """Chat model over a local GGUF file through llama-cpp-python.
+
+    Construction is cheap: weights load on first use or on :meth:`load`. One llama context serves one
+    generation at a time; concurrent callers queue in arrival order (``queue_timeout`` bounds the wait).
+    ``timeout`` is the generation deadline, counted from the moment a request gets the model.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
+
+    model_path: str | None = Field(default=None, description="GGUF path or bundle name; None = default bundle")
+    n_ctx: int = Field(default=4096, ge=16)
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.7, ge=0.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    repeat_penalty: float = Field(default=1.1, gt=0.0)
+    seed: int | None = None
+    n_threads: int | None = Field(default=None, description="None/0 = one per physical core")
+    n_gpu_layers: int | str = Field(default="auto", description="'auto', -1 = all, 0 = CPU only, or N")
+    n_batch: int = Field(default=512, ge=1)
+    use_mmap: bool = True
+    chat_format: str | None = Field(default=None, description="template override: name, file or Jinja text")
+    stop: list[str] | None = None
+    timeout: float | None = Field(default=120.0, description="generation deadline in seconds")
+    queue_timeout: float | None = Field(default=60.0, description="max seconds to wait for the model")
+    max_retries: int = Field(default=0, ge=0, description="accepted for API compatibility; local calls are not retried")
+    log_prompts: bool = False
+    fetch_bundle: bool = Field(default=True, description="fetch a missing bundle on first load")
+
+    _llama: Any = PrivateAttr(default=None)
+    _template: ChatTemplate | None = PrivateAttr(default=None)
+    _gate: FairGate = PrivateAttr(default_factory=FairGate)
+    _load_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _model_name: str | None = PrivateAttr(default=None)
+    _resolved_path: Path | None = PrivateAttr(default=None)
+    _load_time_ms: float | None = PrivateAttr(default=None)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def is_loaded(self) -> bool:
+        return self._llama is not None
+
+    @property
+    def model_name(self) -> str:
+        """The GGUF's ``general.name`` once loaded; the file stem (or bundle name) before that."""
+        if self._model_name:
+            return self._model_name
+        return Path(self.model_path).stem if self.model_path else "default-bundle"
+
+    @property
+    def load_time_ms(self) -> float | None:
+        return self._load_time_ms
+
+    @property
+    def queue_depth(self) -> int:
+        return self._gate.queue_depth
+
+    @property
+    def llama(self) -> Any:
+        """The underlying ``llama_cpp.Llama`` (loads the model). Use only while holding no stream."""
+        self.load()
+        return self._llama
+
+    def load(self) -> ChatLlamaCpp:
+        """Load the weights (idempotent). Raises ModelNotFoundError / ModelLoadError."""
+        if self._llama is not None:
+            return self
+        with self._load_lock:
+            if self._llama is not None:
+                return self
+            started = time.perf_counter()
+            path = self._resolve_path()
+            _check_gguf(path)
+            try:
+                import llama_cpp
+            except ImportError as exc:  # pragma: no cover - dependency problem
+                raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
+            from llm.hardware import resolve_gpu_layers, resolve_threads
+
+            threads = resolve_threads(self.n_threads)
+            try:
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self.n_ctx,
+                    n_batch=min(self.n_batch, self.n_ctx),
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    n_gpu_layers=resolve_gpu_layers(self.n_gpu_layers),
+                    use_mmap=self.use_mmap,
+                    seed=self.seed if self.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
+                    verbose=False,
+                )
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"llama.cpp could not load {path}: {exc}. The file may be corrupt, truncated or of an"
+                    " architecture this llama-cpp-python build does not support."
+                ) from exc
+            try:
+                template = self._build_template(llama)
+            except Exception:
+                llama.close()
+                raise
+            self._template = template
+            self._model_name = str(llama.metadata.get("general.name") or path.stem)
+            self._resolved_path = path
+            self._llama = llama
+            self._load_time_ms = (time.perf_counter() - started) * 1000
+            logger.info("loaded %s (%s) in %.0f ms", self._model_name, path, self._load_time_ms)
+        return self
+
+    def unload(self) -> None:
+        """Free the weights and the context (waits for a running generation to finish)."""
+        ticket = self._gate.acquire(timeout=None)
+        try:
+            with self._load_lock:
+                llama, self._llama = self._llama, None
+                self._template = None
+                if llama is not None:
+                    llama.close()
+                    del llama
+                    gc.collect()
+        finally:
+            self._gate.release(ticket)
+
+    def _resolve_path(self) -> Path:
+        from llm.bundles import resolve_model_path
+
+        return resolve_model_path(self.model_path, fetch=self.fetch_bundle)
+
+    def _build_template(self, llama: Any) -> ChatTemplate:
+        model = llama._model
+        bos_id, eos_id = llama.token_bos(), llama.token_eos()
+
+        def token_text(token: int) -> str:
+            return model.token_get_text(token) if token >= 0 else ""
+
+        try:
+            source = resolve_template(self.chat_format, llama.metadata.get("tokenizer.chat_template"))
+            return ChatTemplate(
+                source=source,
+                bos_token=token_text(bos_id),
+                eos_token=token_text(eos_id),
+                add_bos_id=bos_id if bos_id >= 0 and model.add_bos_token() else None,
+            )
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        except Exception as exc:
+            raise ModelLoadError(f"the chat template could not be compiled: {exc}") from exc
+
+    # ------------------------------------------------------------------ tokens
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def prompt_tokens(self, messages: Sequence[BaseMessage]) -> list[int]:
+        """Token ids the model evaluates for ``messages`` (template markup included)."""
+        self.load()
+        assert self._template is not None
+        return self._template.tokenize(to_chat_dicts(messages), self._tokenize)
+
+    def render_prompt(self, messages: Sequence[BaseMessage]) -> str:
+        """The prompt as text, for logs and traces."""
+        self.load()
+        assert self._template is not None
+        return self._template.render_text(to_chat_dicts(messages))
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(self._tokenize(text, False))
+
+    def get_token_ids(self, text: str) -> list[int]:
+        return self._tokenize(text, False)
+
+    def get_num_tokens_from_messages(
+        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
+    ) -> int:
+        if tools:
+            raise NotImplementedError("token counting with tools is not supported yet")
+        return len(self.prompt_tokens(messages))
+
+    # ------------------------------------------------------------------ LangChain plumbing
+
+    @property
+    def _llm_type(self) -> str:
+        return "naila-llamacpp"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model_path": self.model_path,
+            "n_ctx": self.n_ctx,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            "repeat_penalty": self.repeat_penalty,
+            "seed": self.seed,
+            "chat_format": self.chat_format,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = self._params(stop, kwargs)
+        ls = LangSmithParams(
+            ls_provider="llamacpp",
+            ls_model_name=self.model_name,
+            ls_model_type="chat",
+            ls_temperature=params.temperature,
+            ls_max_tokens=params.max_tokens,
+        )
+        if params.stop:
+            ls["ls_stop"] = params.stop
+        return ls
+
+    def _params(self, stop: list[str] | None, kwargs: dict[str, Any]) -> _Params:
+        """The one place where fields and per-call options merge."""
+        unknown = {k for k in kwargs if k not in _CALL_OPTIONS and not k.startswith("ls_")}
+        if unknown:
+            raise TypeError(
+                f"unsupported call option(s) {sorted(unknown)}; accepted: {sorted(_CALL_OPTIONS)}"
+            )
+        stops = list(self.stop or [])
+        for extra in (stop, kwargs.get("stop")):
+            if extra:
+                stops.extend([extra] if isinstance(extra, str) else extra)
+        return _Params(
+            stop=[s for s in dict.fromkeys(stops) if s],
+            max_tokens=int(kwargs.get("max_tokens") or self.max_tokens),
+            temperature=float(kwargs.get("temperature", self.temperature)),
+            top_p=float(kwargs.get("top_p", self.top_p)),
+            top_k=int(kwargs.get("top_k", self.top_k)),
+            repeat_penalty=float(kwargs.get("repeat_penalty", self.repeat_penalty)),
+            seed=kwargs.get("seed", self.seed),
+            timeout=kwargs.get("timeout", self.timeout),
+        )
+
+    # ------------------------------------------------------------------ generation
+
+    def _events(self, messages: list[BaseMessage], params: _Params) -> Iterator[str | _Done]:
+        """Text pieces as they are decoded, then one :class:`_Done`. Holds the gate while alive."""
+        self.load()
+        ticket = self._gate.acquire(self.queue_timeout, params.cancel)
+        try:
+            yield from self._generate_locked(messages, params)
+        finally:
+            self._gate.release(ticket)
+
+    def _generate_locked(self, messages: list[BaseMessage], params: _Params) -> Iterator[str | _Done]:
+        import llama_cpp
+
+        llama = self._llama
+        if llama is None:  # unloaded while we waited
+            self.load()
+            llama = self._llama
+        got_model = time.perf_counter()
+        deadline = None if not params.timeout else got_model + float(params.timeout)
+        prompt = self.prompt_tokens(messages)
+        if self.log_prompts:
+            logger.info("prompt (%d tokens):\n%s", len(prompt), self.render_prompt(messages))
+        n_ctx = llama.n_ctx()
+        if len(prompt) >= n_ctx:
+            raise ContextOverflowError(
+                f"the prompt has {len(prompt)} tokens but the context holds {n_ctx};"
+                " shorten the conversation or raise LLM_CONTEXT_SIZE"
+            )
+        budget = min(params.max_tokens, n_ctx - len(prompt))
+
+        def check(stage: str) -> None:
+            if params.cancel.is_set():
+                raise GenerationCancelledError(f"generation cancelled during {stage}")
+            if deadline is not None and time.perf_counter() > deadline:
+                raise GenerationTimeoutError(
+                    f"generation exceeded its {params.timeout}s deadline during {stage}"
+                    " (LLM_MAX_INFERENCE_TIME_SECONDS)"
+                )
+
+        cached = self._evaluate_prompt(llama, prompt, check)
+        if params.seed is not None:
+            llama.set_seed(int(params.seed))
+        vocab = llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = params.stop
+        holdback = max((len(s) for s in stops), default=1) - 1
+        pending = ""
+        produced = 0
+        first_at: float | None = None
+        last_at = got_model
+        finish: Literal["stop", "length"] = "length"
+        tokens = llama.generate(
+            prompt,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temp=params.temperature,
+            repeat_penalty=params.repeat_penalty,
+            reset=True,
+        )
+        try:
+            for token in tokens:
+                now = time.perf_counter()
+                if first_at is None:
+                    first_at = now
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    finish = "stop"
+                    break
+                produced += 1
+                last_at = now
+                pending += decoder.decode(llama._model.token_to_piece(token, False))
+                if stops:
+                    hit = _first_stop(pending, stops)
+                    if hit is not None:
+                        pending = pending[:hit]
+                        finish = "stop"
+                        break
+                    emit_upto = max(0, len(pending) - holdback)
+                else:
+                    emit_upto = len(pending)
+                if emit_upto:
+                    yield pending[:emit_upto]
+                    pending = pending[emit_upto:]
+                if produced >= budget:
+                    break
+                check("generation")
+        finally:
+            tokens.close()
+        pending += decoder.decode(b"", final=True)
+        if pending and finish == "length" and stops:
+            hit = _first_stop(pending, stops)
+            if hit is not None:
+                pending, finish = pending[:hit], "stop"
+        if pending:
+            yield pending
+        end = time.perf_counter()
+        decode_s = last_at - first_at if first_at is not None else 0.0
+        yield _Done(
+            finish_reason=finish,
+            input_tokens=len(prompt),
+            output_tokens=produced,
+            cached_tokens=cached,
+            time_to_first_token_ms=(first_at - got_model) * 1000 if first_at is not None else None,
+            inference_time_ms=(end - got_model) * 1000,
+            tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
+        )
+
+    def _evaluate_prompt(self, llama: Any, prompt: list[int], check: Any) -> int:
+        """Evaluate all prompt tokens but the last, reusing the KV prefix of the previous call.
+
+        Done batch by batch so a cancel or deadline stops a long prompt between batches; the last
+        token is left to ``Llama.generate``, which then finds the whole prefix cached.
+        """
+        cached = 0
+        for a, b in zip(llama.input_ids[: llama.n_tokens].tolist(), prompt[:-1], strict=False):
+            if a != b:
+                break
+            cached += 1
+        if cached and llama._ctx.kv_cache_seq_rm(-1, cached, -1):
+            llama.n_tokens = cached
+        else:
+            cached = 0
+            llama.reset()
+        todo = prompt[cached:-1]
+        step = llama.n_batch
+        for start in range(0, len(todo), step):
+            check("prompt evaluation")
+            llama.eval(todo[start : start + step])
+        check("prompt evaluation")
+        return cached
+
+    # ------------------------------------------------------------------ LangChain entry points
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        params = self._params(stop, kwargs)
+        for event in self._events(messages, params):
+            chunk = self._to_chunk(event)
+            if run_manager and isinstance(event, str):
+                run_manager.on_llm_new_token(event, chunk=chunk)
+            yield chunk
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        params = self._params(stop, kwargs)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+        def put(kind: str, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            except RuntimeError:  # loop closed: the consumer is gone
+                params.cancel.set()
+
+        def work() -> None:
+            try:
+                for event in self._events(messages, params):
+                    if params.cancel.is_set():
+                        raise GenerationCancelledError("generation cancelled by the caller")
+                    put("event", event)
+            except BaseException as exc:
+                put("error", exc)
+            else:
+                put("end", None)
+
+        worker = threading.Thread(target=work, name="llama-generation", daemon=True)
+        worker.start()
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "end":
+                    break
+                if kind == "error":
+                    raise value
+                chunk = self._to_chunk(value)
+                if run_manager and isinstance(value, str):
+                    await run_manager.on_llm_new_token(value, chunk=chunk)
+                yield chunk
+        finally:
+            params.cancel.set()  # no-op when finished; stops the worker at the next token otherwise
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        stream = self._astream(messages, stop, run_manager, **kwargs)
+        try:
+            return await agenerate_from_stream(stream)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+    def _to_chunk(self, event: str | _Done) -> ChatGenerationChunk:
+        if isinstance(event, str):
+            return ChatGenerationChunk(message=AIMessageChunk(content=event))
+        usage = UsageMetadata(
+            input_tokens=event.input_tokens,
+            output_tokens=event.output_tokens,
+            total_tokens=event.input_tokens + event.output_tokens,
+            input_token_details={"cache_read": event.cached_tokens},
+        )
+        metadata = {
+            "model_name": self.model_name,
+            "finish_reason": event.finish_reason,
+            "time_to_first_token_ms": event.time_to_first_token_ms,
+            "inference_time_ms": event.inference_time_ms,
+            "tokens_per_second": event.tokens_per_second,
+            "prompt_tokens_cached": event.cached_tokens,
+        }
+        return ChatGenerationChunk(
+            message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata),
+            generation_info={"finish_reason": event.finish_reason},
+        )
+
+    # convenience used by callers that want the prompt rendered for a plain input
+    def count_input_tokens(self, value: LanguageModelInput) -> int:
+        return len(self.prompt_tokens(self._convert_input(value).to_messages()))
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _check_gguf(path: Path) -> None:
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"model file not found: {path}. Set LLM_MODEL_PATH to a GGUF file or a bundle name"
+            " (see `naila models list`), or run `naila models fetch qwen2.5-coder-0.5b-instruct`."
+        )
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a directory, not a GGUF file")
+    try:
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF file (starts with {magic!r}, expected b'GGUF');"
+            " llama.cpp needs a .gguf model such as Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf"
+        )

@@ -1,0 +1,90 @@
+"""Settings of the LLM component, read from the environment and `.env` (names in INTERFACES.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class LLMSettings(BaseSettings):
+    """Everything needed to build the chat model. Each field maps to an ``LLM_*`` variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LLM_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    model_path: str | None = Field(
+        default=None,
+        description="A GGUF file path or a bundle name; unset means the default bundle.",
+    )
+    context_size: int = Field(default=4096, ge=256, le=1_048_576, description="n_ctx (256..1048576)")
+    max_tokens: int = Field(default=512, ge=1, le=131_072, description="max new tokens per answer (1..131072)")
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0, description="sampling temperature (0..2)")
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0, description="nucleus sampling (0 < p <= 1)")
+    top_k: int = Field(default=40, ge=0, le=1000, description="top-k sampling (0 = off .. 1000)")
+    repeat_penalty: float = Field(default=1.1, ge=0.5, le=2.0, description="repeat penalty (0.5..2)")
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 2, description="sampling seed (unset = random)")
+    threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0 = auto)")
+    gpu_layers: str = Field(default="auto", description="'auto', -1 (all), 0 (CPU only) or a layer count")
+    batch_size: int = Field(default=512, ge=1, le=65_536, description="n_batch (1..65536)")
+    use_mmap: bool = True
+    chat_format: str | None = Field(default=None, description="override of the GGUF's chat template")
+    max_inference_time_seconds: float = Field(
+        default=120.0, gt=0, le=86_400, description="generation deadline in seconds (0 < t <= 86400)"
+    )
+    queue_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=86_400, description="max wait for the model in seconds (0 < t <= 86400)"
+    )
+    state_cache_mb: int = Field(default=512, ge=0, le=1_048_576, description="prompt-state budget in MB")
+    log_prompts: bool = False
+
+    @field_validator("model_path", "chat_format", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value.strip() if isinstance(value, str) else value
+
+    @field_validator("gpu_layers", mode="before")
+    @classmethod
+    def _check_gpu_layers(cls, value: Any) -> str:
+        text = str(value).strip().lower()
+        if text == "auto":
+            return text
+        try:
+            number = int(text)
+        except ValueError:
+            raise ValueError(
+                f"LLM_GPU_LAYERS must be 'auto', -1 (all layers), 0 (CPU only) or a positive layer count; got {value!r}"
+            ) from None
+        if number < -1:
+            raise ValueError(f"LLM_GPU_LAYERS must be >= -1; got {number}")
+        return str(number)
+
+    def resolved_model_path(self, *, fetch: bool = True) -> Path:
+        """The GGUF file to load: the configured path, or the bundle (fetched on first use)."""
+        from llm.bundles import resolve_model_path
+
+        return resolve_model_path(self.model_path, fetch=fetch)
+
+
+def describe_settings_error(exc: Exception) -> str:
+    """Turn a pydantic ValidationError into lines naming the env variable and what is accepted."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err.get("loc", ())) or "?"
+        prefix = "LLM_" if field in LLMSettings.model_fields else ""
+        value = err.get("input")
+        lines.append(f"{prefix}{field.upper()}={value!r}: {err.get('msg')}")
+    return "invalid settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,139 @@
+"""Handlers of the ``naila`` sub-commands (wired by :mod:`naila_graph.cli`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+AddCommon = Callable[[argparse.ArgumentParser], None]
+
+
+def register(sub: Any, common: AddCommon) -> None:
+    chat = sub.add_parser("chat", help="talk to NAILA (one turn with TEXT, interactive without)")
+    common(chat)
+    chat.add_argument("text", nargs="?", help="the message; omitted: read stdin or open a session")
+    chat.add_argument("--model", help="bundle name or GGUF path (overrides LLM_MODEL_PATH)")
+    chat.add_argument("--device", default="cli", help="device id = memory thread (default: cli)")
+    chat.add_argument("--conversation", help="conversation id (overrides the device's thread)")
+    chat.add_argument("--new", action="store_true", help="forget this conversation before the turn")
+    chat.add_argument("--verbose", action="store_true", help="intent, source, tokens/s on stderr")
+    chat.set_defaults(handler=cmd_chat)
+
+    models = sub.add_parser("models", help="model bundles: list, fetch, path")
+    common(models)
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    msub.required = True
+    mlist = msub.add_parser("list", help="known bundles")
+    common(mlist)
+    mlist.set_defaults(handler=cmd_models_list)
+    mfetch = msub.add_parser("fetch", help="download, assemble and verify a bundle; prints its path")
+    common(mfetch)
+    mfetch.add_argument("name")
+    mfetch.set_defaults(handler=cmd_models_fetch)
+    mpath = msub.add_parser("path", help="print the path of a fetched bundle")
+    common(mpath)
+    mpath.add_argument("name")
+    mpath.set_defaults(handler=cmd_models_path)
+
+    config = sub.add_parser("config", help="settings")
+    common(config)
+    csub = config.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    cshow = csub.add_parser("show", help="print the effective settings (secrets masked)")
+    common(cshow)
+    cshow.set_defaults(handler=cmd_config_show)
+
+
+# ---------------------------------------------------------------- models
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from llm.bundles import BUNDLES, bundle_path, is_fetched
+
+    rows = [("NAME", "SIZE", "FETCHED", "DEFAULT", "PATH")]
+    for name, bundle in BUNDLES.items():
+        rows.append(
+            (
+                name,
+                f"{bundle.size_bytes / 1e6:,.0f} MB",
+                "yes" if is_fetched(name) else "no",
+                "yes" if bundle.default else "",
+                str(bundle_path(name)),
+            )
+        )
+    _print_table(rows)
+    return 0
+
+
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    from llm.bundles import fetch_bundle
+
+    print(fetch_bundle(args.name, progress=True))
+    return 0
+
+
+def cmd_models_path(args: argparse.Namespace) -> int:
+    from naila_graph.cli import CLIError
+
+    from llm.bundles import bundle_path, get_bundle, is_fetched
+
+    get_bundle(args.name)
+    if not is_fetched(args.name):
+        raise CLIError(f"bundle {args.name!r} is not fetched yet; run `naila models fetch {args.name}`")
+    print(bundle_path(args.name))
+    return 0
+
+
+# ---------------------------------------------------------------- config
+
+
+_SECRET_WORDS = ("PASSWORD", "API_KEY", "SECRET", "TOKEN")
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from llm.settings import LLMSettings
+
+    values: dict[str, Any] = {}
+    for name, value in LLMSettings().model_dump().items():
+        values[f"LLM_{name.upper()}"] = value
+    extra = _other_settings()
+    values.update(extra)
+    for key in sorted(os.environ):
+        if key.startswith(("LANGSMITH_", "LANGCHAIN_")):
+            values[key] = os.environ[key]
+    for key, value in values.items():
+        if any(word in key for word in _SECRET_WORDS) and value:
+            values[key] = "********"
+    print(json.dumps(values, indent=2, default=str))
+    return 0
+
+
+def _other_settings() -> dict[str, Any]:
+    try:
+        from naila_graph.settings import settings_as_env
+    except ImportError:
+        return {}
+    return settings_as_env()
+
+
+# ---------------------------------------------------------------- chat
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from naila_graph.chat import run_chat
+
+    return run_chat(args)
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def eprint(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)
