@@ -75,16 +75,19 @@ class LLMSettings(BaseSettings):
         return resolve_model_path(self.model_path, fetch=fetch)
 
 
+_ENV_PREFIXES = {"LLMSettings": "LLM_", "NailaSettings": "NAILA_", "MQTTSettings": "MQTT_"}
+
+
 def describe_settings_error(exc: Exception) -> str:
     """Turn a pydantic ValidationError into lines naming the env variable and what is accepted."""
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):
         return str(exc)
+    prefix = _ENV_PREFIXES.get(exc.title, "")
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        prefix = "LLM_" if field in LLMSettings.model_fields else ""
         value = err.get("input")
         lines.append(f"{prefix}{field.upper()}={value!r}: {err.get('msg')}")
     return "invalid settings:\n  " + "\n  ".join(lines)

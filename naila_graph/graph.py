@@ -1,0 +1,88 @@
+"""The orchestrator: one function assembles the whole flow."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
+
+from naila_graph.settings import NailaSettings
+from naila_graph.state import NailaState
+from nodes.dispatch_action import local_now, make_dispatch_action
+from nodes.finalize import finalize
+from nodes.generate_response import ResponseGenerator
+from nodes.process_input import make_process_input
+from prompts.persona import load_persona
+
+
+def _after_input(state: NailaState) -> str:
+    return "finalize" if state.get("response_source") else "dispatch_action"
+
+
+def _after_action(state: NailaState) -> str:
+    return "finalize" if state.get("response_source") else "generate_response"
+
+
+def build_graph(
+    chat_model: BaseChatModel | None,
+    checkpointer: BaseCheckpointSaver | None = None,
+    *,
+    settings: NailaSettings | None = None,
+    persona: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+    degraded_reason: str | None = None,
+) -> CompiledStateGraph:
+    """``process_input → dispatch_action → generate_response → finalize``.
+
+    ``chat_model=None`` is degraded mode: the pattern responder answers (``degraded_reason`` says
+    why, e.g. ``model_load_failed``). Memory is the ``checkpointer``, keyed by ``thread_id``.
+    """
+    settings = settings or NailaSettings()
+    persona = persona if persona is not None else load_persona(settings.system_prompt_file)
+    now = clock or (lambda: local_now(settings))
+    generator = ResponseGenerator(chat_model, settings, persona, now, degraded_reason)
+
+    graph = StateGraph(NailaState)
+    graph.add_node("process_input", make_process_input(settings))
+    graph.add_node("dispatch_action", make_dispatch_action(settings, now))
+    graph.add_node("generate_response", generator.as_runnable())
+    graph.add_node("finalize", finalize)
+    graph.add_edge(START, "process_input")
+    graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])
+    graph.add_conditional_edges("dispatch_action", _after_action, ["generate_response", "finalize"])
+    graph.add_edge("generate_response", "finalize")
+    graph.add_edge("finalize", END)
+    return graph.compile(checkpointer=checkpointer, name="naila")
+
+
+def turn_input(
+    text: str,
+    *,
+    device_id: str,
+    task_id: str | None = None,
+    input_type: str = "text",
+    confidence: float | None = None,
+) -> dict[str, Any]:
+    """The input of one turn."""
+    return {
+        "raw_text": text,
+        "device_id": device_id,
+        "task_id": task_id,
+        "input_type": input_type,
+        "confidence": confidence,
+    }
+
+
+def turn_config(thread_id: str, **metadata: Any) -> dict[str, Any]:
+    """Config of one turn: the memory thread plus tracing metadata."""
+    return {
+        "configurable": {"thread_id": thread_id},
+        "run_name": "naila_turn",
+        "metadata": {"thread_id": thread_id, **metadata},
+        "tags": ["naila"],
+    }

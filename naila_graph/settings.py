@@ -1,0 +1,104 @@
+"""Settings of the orchestrator and the server (``NAILA_*`` and ``MQTT_*``; env + `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import platformdirs
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("naila"))
+
+
+class NailaSettings(BaseSettings):
+    """Graph, memory and server behaviour (``NAILA_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NAILA_", env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    memory_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...")
+    max_turns: int = Field(default=20, ge=1, le=1000, description="history turns in the prompt (1..1000)")
+    max_input_chars: int = Field(default=4000, ge=16, le=1_000_000, description="input cut (16..1000000)")
+    confidence_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="STT confidence floor (0..1)")
+    timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin; unset = local")
+    system_prompt_file: Path | None = None
+    health_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    queue_limit: int = Field(default=32, ge=1, le=100_000)
+    shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
+    stale_request_seconds: float = Field(default=60.0, gt=0, le=86_400)
+
+    @field_validator("timezone", "memory_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+        return value
+
+    @field_validator("memory_url")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError(f"must start with sqlite:/// or postgresql:// (got {value!r})")
+        return value
+
+    def zone(self) -> ZoneInfo | None:
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+    def resolved_memory_url(self) -> str:
+        return self.memory_url or f"sqlite:///{self.data_dir / 'memory.sqlite'}"
+
+
+class MQTTSettings(BaseSettings):
+    """Broker connection (``MQTT_*``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MQTT_", env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    broker_host: str = "localhost"
+    broker_port: int = Field(default=1883, ge=1, le=65535, description="TCP port (1..65535)")
+    client_id: str = Field(default="naila-ai-server", min_length=1, max_length=128)
+    username: str | None = None
+    password: str | None = None
+    keepalive: int = Field(default=60, ge=1, le=65535)
+    qos: Literal[0, 1, 2] = 1
+    clean_session: bool = False
+    protocol: Literal["5", "3.1.1"] = "5"
+    session_expiry_seconds: int = Field(default=300, ge=0, le=4_294_967_295)
+    max_payload_bytes: int = Field(default=65536, ge=256, le=268_435_455)
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_text(cls, value: Any) -> Any:
+        text = str(value).strip()
+        return {"5.0": "5", "311": "3.1.1", "3": "3.1.1"}.get(text, text)
+
+
+def settings_as_env() -> dict[str, Any]:
+    """Effective NAILA_* and MQTT_* settings keyed by their variable names."""
+    out: dict[str, Any] = {}
+    for prefix, cls in (("NAILA_", NailaSettings), ("MQTT_", MQTTSettings)):
+        for name, value in cls().model_dump().items():
+            out[f"{prefix}{name.upper()}"] = value
+    return out

@@ -1,0 +1,174 @@
+"""generate_response: ``(prompt | model | validate).with_fallbacks([pattern])`` (DESIGN.md decision 5)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages.utils import count_tokens_approximately
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+
+from llm.errors import (
+    ContextOverflowError,
+    EmptyGenerationError,
+    GenerationCancelledError,
+    GenerationTimeoutError,
+    LLMError,
+    ModelLoadError,
+    ModelNotFoundError,
+    QueueTimeoutError,
+)
+from naila_graph.settings import NailaSettings
+from nodes.pattern_responder import pattern_response
+from nodes.speech import has_control_markup
+from prompts.templates import build_prompt, select_history, turn_guidance
+
+logger = logging.getLogger(__name__)
+
+_REASONS: list[tuple[type[BaseException], str]] = [
+    (ModelNotFoundError, "model_not_found"),
+    (ModelLoadError, "model_load_failed"),
+    (GenerationTimeoutError, "model_timeout"),
+    (QueueTimeoutError, "queue_timeout"),
+    (EmptyGenerationError, "empty_output"),
+    (ContextOverflowError, "context_overflow"),
+]
+
+
+def fallback_reason(error: BaseException | None) -> str:
+    """A short, stable label of why the pattern responder answered."""
+    if error is None:
+        return "model_unavailable"
+    for kind, label in _REASONS:
+        if isinstance(error, kind):
+            return label
+    return "model_error"
+
+
+def validate(message: AIMessage) -> AIMessage:
+    """Reject only what cannot be spoken: empty/whitespace text or leaked control markup."""
+    text = message.text
+    if not text.strip():
+        raise EmptyGenerationError("the model produced no text")
+    if has_control_markup(text):
+        raise EmptyGenerationError("the model's answer contains chat-template control markup")
+    return message
+
+
+def _pattern_answer(inputs: dict[str, Any]) -> AIMessage:
+    error = inputs.get("error")
+    if isinstance(error, GenerationCancelledError):
+        raise error  # barge-in: nobody wants a substitute answer
+    reason = inputs.get("degraded_reason") or fallback_reason(error)
+    if error is not None:
+        logger.warning("model failed (%s: %s); pattern responder answers", reason, error)
+    text = pattern_response(
+        inputs.get("intent", "general"),
+        has_history=bool(inputs.get("history")),
+        text=inputs.get("input", ""),
+        reason=reason,
+    )
+    return AIMessage(
+        content=text,
+        response_metadata={"naila_source": "pattern", "fallback_reason": reason, "finish_reason": "stop"},
+    )
+
+
+def build_response_chain(chat_model: BaseChatModel | None, persona: str) -> Runnable:
+    """The runnable the node calls; input keys: history, guidance, input, intent."""
+    pattern = RunnableLambda(_pattern_answer, name="pattern_responder")
+    if chat_model is None:
+        return pattern
+    primary = build_prompt(persona) | chat_model | RunnableLambda(validate, name="validate")
+    return primary.with_fallbacks([pattern], exceptions_to_handle=(Exception,), exception_key="error")
+
+
+class ResponseGenerator:
+    """The generate_response node (sync and async) with its collaborators."""
+
+    def __init__(
+        self,
+        chat_model: BaseChatModel | None,
+        settings: NailaSettings,
+        persona: str,
+        clock: Callable[[], datetime],
+        degraded_reason: str | None = None,
+    ) -> None:
+        self.chat_model = chat_model
+        self.settings = settings
+        self.persona = persona
+        self.clock = clock
+        self.degraded_reason = degraded_reason if chat_model is None else None
+        self.chain = build_response_chain(chat_model, persona)
+        self._prompt = build_prompt(persona)
+
+    def _count(self, messages: list[BaseMessage]) -> int:
+        model = self.chat_model
+        if model is not None and hasattr(model, "prompt_tokens"):
+            try:
+                return len(model.prompt_tokens(messages))
+            except LLMError:
+                pass  # the model is unusable; the fallback will answer anyway
+        return count_tokens_approximately(messages)
+
+    def inputs(self, state: dict[str, Any]) -> dict[str, Any]:
+        guidance = turn_guidance(
+            intent=state.get("intent", "general"), now=self.clock(), truncated=bool(state.get("truncated"))
+        )
+        text = state.get("text", "")
+        n_ctx = int(getattr(self.chat_model, "n_ctx", 4096) or 4096)
+        max_tokens = int(getattr(self.chat_model, "max_tokens", 512) or 512)
+        fixed = self._count(self._prompt.format_messages(history=[], guidance=guidance, input=text))
+        history = select_history(
+            state.get("messages", []),
+            max_turns=self.settings.max_turns,
+            token_counter=self._count,
+            token_budget=n_ctx - max_tokens - fixed,
+        )
+        return {
+            "history": history,
+            "guidance": guidance,
+            "input": text,
+            "intent": state.get("intent", "general"),
+            "degraded_reason": self.degraded_reason,
+        }
+
+    @staticmethod
+    def update(message: AIMessage, inputs: dict[str, Any]) -> dict[str, Any]:
+        meta = message.response_metadata or {}
+        source = meta.get("naila_source", "llm")
+        metrics: dict[str, Any] = {"history_messages": len(inputs["history"])}
+        if source == "llm":
+            usage = message.usage_metadata or {}
+            metrics.update(
+                model_name=meta.get("model_name"),
+                input_tokens=usage.get("input_tokens"),
+                output_tokens=usage.get("output_tokens"),
+                cached_tokens=meta.get("prompt_tokens_cached"),
+                time_to_first_token_ms=meta.get("time_to_first_token_ms"),
+                inference_time_ms=meta.get("inference_time_ms"),
+                tokens_per_second=meta.get("tokens_per_second"),
+            )
+        return {
+            "response_text": message.text,
+            "response_source": source,
+            "fallback_reason": meta.get("fallback_reason") if source != "llm" else None,
+            "finish_reason": meta.get("finish_reason") or "stop",
+            "metrics": metrics,
+        }
+
+    def invoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        inputs = self.inputs(state)
+        return self.update(self.chain.invoke(inputs, config), inputs)
+
+    async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        inputs = await asyncio.to_thread(self.inputs, state)  # tokenizing may load the model
+        return self.update(await self.chain.ainvoke(inputs, config), inputs)
+
+    def as_runnable(self) -> Runnable:
+        return RunnableLambda(self.invoke, afunc=self.ainvoke, name="generate_response")
