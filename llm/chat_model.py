@@ -359,7 +359,7 @@ class ChatLlamaCpp(BaseChatModel):
         if params.seed is not None:
             llama.set_seed(int(params.seed))
         vocab = llama._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        decoder = Utf8Decoder()
         stops = params.stop
         holdback = max((len(s) for s in stops), default=1) - 1
         pending = ""
@@ -385,7 +385,7 @@ class ChatLlamaCpp(BaseChatModel):
                     break
                 produced += 1
                 last_at = now
-                pending += decoder.decode(llama._model.token_to_piece(token, False))
+                pending += decoder.feed(llama._model.token_to_piece(token, False))
                 if stops:
                     hit = _first_stop(pending, stops)
                     if hit is not None:
@@ -403,7 +403,7 @@ class ChatLlamaCpp(BaseChatModel):
                 check("generation")
         finally:
             tokens.close()
-        pending += decoder.decode(b"", final=True)
+        pending += decoder.flush()
         if pending and finish == "length" and stops:
             hit = _first_stop(pending, stops)
             if hit is not None:
@@ -553,6 +553,19 @@ class ChatLlamaCpp(BaseChatModel):
     # convenience used by callers that want the prompt rendered for a plain input
     def count_input_tokens(self, value: LanguageModelInput) -> int:
         return len(self.prompt_tokens(self._convert_input(value).to_messages()))
+
+
+class Utf8Decoder:
+    """Bytes of token pieces in, text out; a character split across tokens comes out whole."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, piece: bytes) -> str:
+        return self._decoder.decode(piece)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:
