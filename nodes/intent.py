@@ -1,0 +1,185 @@
+"""Input normalisation and rule-based intent detection (no model involved)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+INTENTS = ("greeting", "time_query", "weather_query", "question", "gratitude", "goodbye", "general")
+
+# Control characters are dropped, except whitespace (collapsed below) and the zero-width (non-)joiners
+# that emoji sequences and several scripts need. Also lone surrogates, BOM, soft hyphen, bidi overrides.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+_WHITESPACE = re.compile(r"\s+")
+_GLUED_TO_PREVIOUS = frozenset("\u200d\ufe0f\ufe0e\u20e3")
+
+
+def _breaks_grapheme(text: str, cut: int) -> bool:
+    """True when cutting ``text`` at ``cut`` would separate a character from its combining marks/joiners."""
+    nxt, prev = text[cut], text[cut - 1]
+    code = ord(nxt)
+    return nxt in _GLUED_TO_PREVIOUS or prev == "\u200d" or 0x0300 <= code <= 0x036F or 0x1F3FB <= code <= 0x1F3FF
+
+
+def normalize_text(text: str, max_chars: int) -> tuple[str, bool]:
+    """Strip, collapse whitespace, drop control characters and cut to ``max_chars`` (at a word boundary
+    when one lies in the second half of the allowed length). Returns ``(text, was_truncated)``."""
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be at least 1, got {max_chars}")
+    text = _WHITESPACE.sub(" ", _CONTROL.sub("", text)).strip()
+    if len(text) <= max_chars:
+        return text, False
+    if text[max_chars] == " ":
+        return text[:max_chars].rstrip(), True
+    space = text.rfind(" ", 0, max_chars)
+    if space >= max_chars // 2:
+        return text[:space].rstrip(), True
+    cut = max_chars
+    while cut > 1 and _breaks_grapheme(text, cut):
+        cut -= 1
+    return text[:cut], True
+
+
+@dataclass(frozen=True)
+class IntentResult:
+    """The detected intent (one of INTENTS) and how strongly the rule matched (0..1)."""
+
+    intent: str
+    confidence: float
+
+
+_TIME = re.compile(
+    r"\b(?:what\s+time\s+(?:is\s+it|it\s+is)"
+    r"|what\s+time(?=\W*$)"
+    r"|what(?:'s|\s+is)\s+the\s+(?:current\s+)?time"
+    r"|(?:know|tell\s+me|have|got|give\s+me|check)\s+the\s+(?:current\s+)?time"
+    r"|current\s+time"
+    r"|how\s+late\s+is\s+it)\b"
+)
+_WEATHER_WORD = re.compile(r"\b(?:weather|forecast)\b")
+_WEATHER_REQUEST = re.compile(r"\b(?:tell|check|give|show|let\s+me\s+know|please|forecast)\b")
+_WEATHER_PHRASE = re.compile(
+    r"\b(?:(?:will|is|does|did|could|might|may)\s+it\s+(?:be\s+)?(?:going\s+to\s+|gonna\s+)?(?:be\s+)?"
+    r"(?:rain|snow|hail|storm|drizzl|pour|sunny|cloudy|windy|foggy|rainy|snowy|stormy|freezing)\w*"
+    r"|(?:will|is)\s+it\s+(?:be\s+)?(?:going\s+to\s+be\s+|gonna\s+be\s+)?(?:hot|cold|warm|chilly)\s+"
+    r"(?:outside|out|today|tomorrow|tonight|later|this\s+(?:morning|afternoon|evening|week|weekend))"
+    r"|(?:need|take|bring)\s+(?:an?\s+|my\s+)?(?:umbrella|raincoat)"
+    r"|(?:temperature|degrees)\s+(?:outside|out\s+there|today|tomorrow)"
+    r"|how\s+(?:hot|cold|warm|chilly)\s+is\s+it"
+    r"|(?:hot|cold|warm|chilly|sunny|raining|snowing)\s+outside)\b"
+)
+_GREETING = re.compile(
+    r"^(?:hello|hallo|hullo|hi|hiya|hey|heya|howdy|greetings|hola|bonjour|ciao|salut|hej|namaste"
+    r"|good\s+(?:morning|afternoon|evening|day)|morning|evening)\b"
+)
+_GOODBYE_START = re.compile(
+    r"^(?:good\s*bye|bye(?:[\s-]*bye)?|see\s+(?:you|ya)|good\s*night|night\s+night|farewell|take\s+care"
+    r"|talk\s+(?:to\s+you\s+)?(?:later|soon)|catch\s+you\s+later|gotta\s+go|i\s+(?:have|need)\s+to\s+go"
+    r"|i'm\s+off)\b"
+)
+_GOODBYE_ALONE = re.compile(r"^(?:later|night|adios|adieu|ciao\s+for\s+now)\b")
+_GOODBYE_ANYWHERE = re.compile(r"\b(?:good\s*bye|bye|good\s*night|see\s+you\s+later)\b")
+_GRATITUDE_START = re.compile(
+    r"^(?:thanks|thank\s+(?:you|u|ya)|thx|ty|many\s+thanks|much\s+appreciated|appreciate\s+it"
+    r"|i\s+appreciate\s+(?:it|that|you|this))\b"
+)
+_GRATITUDE_ALONE = re.compile(r"^cheers\b")
+_GRATITUDE_ANYWHERE = re.compile(
+    r"\b(?:thanks|thank\s+(?:you|u|ya)|thx|much\s+appreciated|i\s+appreciate\s+(?:it|that|you))\b"
+)
+_DECLINE = re.compile(r"^no\b")
+_QUESTION_START = re.compile(
+    r"^¿?(?:(?:who|what|when|where|why|how|which|whose|whom)(?:'s|'re|'d|'ll)?"
+    r"|can|could|do|does|did|is|are|will|would|should)\b"
+)
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+_APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
+
+# Words that do not change a social utterance: "hi there", "thank you so much", "bye for now, NAILA".
+_FILLERS = frozenset(
+    "there naila robot buddy friend friends everyone everybody all again so much very a lot lots you too mate "
+    "pal dear for now then soon later tomorrow tonight and oh ok okay well guys folks really bot".split()
+)
+_SHORT_REST = 3  # words after a greeting/thanks/bye that still leave the utterance about it
+_SHORT_QUESTION = 5  # "hi, how are you?" stays a greeting; a longer question is a question
+_SHORT_UTTERANCE = 8  # "ok great, thanks!" is gratitude; a longer statement is not
+
+
+def _is_question(text: str) -> bool:
+    return text.endswith(("?", "？")) or _QUESTION_START.match(text) is not None
+
+
+def _social_confidence(text: str, match: re.Match[str] | None, *, allow_question: bool) -> float:
+    """How strongly an utterance that starts with a social phrase is about it (0 = not at all)."""
+    if match is None:
+        return 0.0
+    rest = text[match.end() :]
+    words = _WORD.findall(rest)
+    if all(word in _FILLERS for word in words):
+        return 0.95
+    if _is_question(rest.strip(" ,.!;:-")) or text.endswith("?"):
+        return 0.7 if allow_question and len(words) <= _SHORT_QUESTION else 0.0
+    return 0.85 if len(words) <= _SHORT_REST else 0.0
+
+
+def _alone_confidence(text: str, pattern: re.Pattern[str]) -> float:
+    match = pattern.match(text)
+    if match is None:
+        return 0.0
+    return 0.95 if all(word in _FILLERS for word in _WORD.findall(text[match.end() :])) else 0.0
+
+
+def _anywhere_confidence(text: str, pattern: re.Pattern[str]) -> float:
+    if pattern.search(text) is None or _is_question(text):
+        return 0.0
+    return 0.7 if len(_WORD.findall(text)) <= _SHORT_UTTERANCE else 0.0
+
+
+def detect_intent(text: str) -> IntentResult:
+    """Classify one utterance with word-boundary keyword rules.
+
+    Priority: time and weather first, then a greeting/thanks/goodbye when the utterance is about it
+    (the phrase opens it and the rest is short — or, for greetings, a short question), then question,
+    then general (0.5). Empty text is general with confidence 0.
+    """
+    t = " ".join(text.translate(_APOSTROPHES).lower().split())
+    if not t:
+        return IntentResult("general", 0.0)
+    if _TIME.search(t):
+        return IntentResult("time_query", 0.9)
+    if _WEATHER_PHRASE.search(t):
+        return IntentResult("weather_query", 0.85)
+    if _WEATHER_WORD.search(t):
+        if _is_question(t) or _WEATHER_REQUEST.search(t):
+            return IntentResult("weather_query", 0.9)
+        if len(_WORD.findall(t)) <= _SHORT_REST:  # "weather", "weather today"
+            return IntentResult("weather_query", 0.8)
+
+    greeting = _social_confidence(t, _GREETING.match(t), allow_question=True)
+    goodbye = max(
+        _social_confidence(t, _GOODBYE_START.match(t), allow_question=False),
+        _alone_confidence(t, _GOODBYE_ALONE),
+        _anywhere_confidence(t, _GOODBYE_ANYWHERE),
+    )
+    gratitude = 0.0
+    if not _DECLINE.match(t):  # "no thanks" declines, it does not thank
+        gratitude = max(
+            _social_confidence(t, _GRATITUDE_START.match(t), allow_question=False),
+            _alone_confidence(t, _GRATITUDE_ALONE),
+            _anywhere_confidence(t, _GRATITUDE_ANYWHERE),
+        )
+    if goodbye and gratitude:  # "thanks, bye!" ends the conversation
+        return IntentResult("goodbye", max(goodbye, gratitude))
+    best = max(("greeting", greeting), ("goodbye", goodbye), ("gratitude", gratitude), key=lambda item: item[1])
+    if best[1] > 0:
+        return IntentResult(*best)
+
+    ends_with_mark = t.endswith(("?", "？"))
+    starts_with_word = _QUESTION_START.match(t) is not None
+    if ends_with_mark and starts_with_word:
+        return IntentResult("question", 0.9)
+    if ends_with_mark:
+        return IntentResult("question", 0.8)
+    if starts_with_word:
+        return IntentResult("question", 0.7)
+    return IntentResult("general", 0.5)
