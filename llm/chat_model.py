@@ -281,10 +281,11 @@ class ChatLlamaCpp(BaseChatModel):
         }
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
-        params = self._params(stop, kwargs)
+        # Tracing must never fail a call: unknown options are reported by _params at generation time.
+        params = self._params(stop, {k: v for k, v in kwargs.items() if k in _CALL_OPTIONS})
         ls = LangSmithParams(
             ls_provider="llamacpp",
-            ls_model_name=self.model_name,
+            ls_model_name=str(kwargs.get("model") or self.model_name),
             ls_model_type="chat",
             ls_temperature=params.temperature,
             ls_max_tokens=params.max_tokens,
@@ -385,7 +386,7 @@ class ChatLlamaCpp(BaseChatModel):
                     break
                 produced += 1
                 last_at = now
-                pending += decoder.feed(llama._model.token_to_piece(token, False))
+                pending += decoder.feed(llama.detokenize([token]))
                 if stops:
                     hit = _first_stop(pending, stops)
                     if hit is not None:

@@ -23,7 +23,8 @@ class TestChatLlamaCppUnit(ChatModelUnitTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return _params()
+        # the suite adds max_tokens/stop itself in test_standard_params
+        return {k: v for k, v in _params().items() if k != "max_tokens"}
 
     # Honest capability flags: tool calling and structured output come in a later issue.
     @property
@@ -34,9 +35,6 @@ class TestChatLlamaCppUnit(ChatModelUnitTests):
     def has_structured_output(self) -> bool:
         return False
 
-    @property
-    def init_from_env_params(self) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
-        return ({}, {}, {})  # the chat model itself takes explicit arguments; env goes through LLMSettings
 
 
 class TestChatLlamaCppIntegration(ChatModelIntegrationTests):
