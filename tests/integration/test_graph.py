@@ -1,0 +1,221 @@
+"""The orchestrator graph: routing, fallbacks for real, memory, prompt-prefix stability."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.sqlite import SqliteSaver
+
+from llm import ChatLlamaCpp
+from naila_graph.graph import build_graph, turn_config, turn_input
+from naila_graph.settings import NailaSettings
+
+FIXED_NOW = datetime(2026, 11, 25, 15, 42)
+
+
+def fake(*answers: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(a) for a in answers]))
+
+
+@pytest.fixture
+def saver(tmp_path: Path) -> Iterator[SqliteSaver]:
+    conn = sqlite3.connect(tmp_path / "memory.sqlite", check_same_thread=False)
+    yield SqliteSaver(conn)
+    conn.close()
+
+
+def turn(graph: Any, text: str, device: str = "robot1", **kw: Any) -> dict[str, Any]:
+    return graph.invoke(turn_input(text, device_id=device, **kw), turn_config(device))
+
+
+def test_question_is_answered_by_the_model(saver: SqliteSaver) -> None:
+    graph = build_graph(fake("Paris is the capital of France."), saver, clock=lambda: FIXED_NOW)
+    out = turn(graph, "What is the capital of France?")
+    assert out["response_source"] == "llm"
+    assert out["response_text"] == "Paris is the capital of France."
+    assert out["intent"] == "question"
+    assert out["fallback_reason"] is None
+
+
+def test_time_query_is_answered_from_the_clock_not_the_model(saver: SqliteSaver) -> None:
+    graph = build_graph(fake("I think it is noon."), saver, clock=lambda: FIXED_NOW)
+    out = turn(graph, "what time is it?")
+    assert out["response_source"] == "action"
+    assert "3:42" in out["response_text"]
+
+
+def test_weather_is_answered_honestly_by_an_action(saver: SqliteSaver) -> None:
+    out = turn(build_graph(fake("Sunny!"), saver), "what's the weather like tomorrow?")
+    assert out["response_source"] == "action"
+    assert "weather" in out["response_text"].lower()
+    assert "Sunny" not in out["response_text"]
+
+
+def test_sometimes_is_not_a_time_query(saver: SqliteSaver) -> None:
+    out = turn(build_graph(fake("Me too."), saver), "sometimes I sing")
+    assert out["intent"] != "time_query"
+    assert out["response_source"] == "llm"
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_empty_input_gets_a_repeat_request_and_is_not_stored(saver: SqliteSaver, text: str) -> None:
+    out = turn(build_graph(fake("x"), saver), text)
+    assert out["response_source"] == "pattern"
+    assert out["fallback_reason"] == "empty_input"
+    assert out["messages"] == []
+
+
+def test_low_stt_confidence_asks_to_repeat_without_numbers(saver: SqliteSaver) -> None:
+    out = turn(build_graph(fake("x"), saver), "blorp", input_type="stt", confidence=0.2)
+    assert out["fallback_reason"] == "low_confidence"
+    assert out["expects_reply"] is True
+    assert not any(ch.isdigit() for ch in out["response_text"])
+
+
+def test_degraded_mode_answers_with_the_pattern_responder(saver: SqliteSaver) -> None:
+    graph = build_graph(None, saver, degraded_reason="model_load_failed")
+    out = turn(graph, "Tell me about stars")
+    assert out["response_source"] == "pattern"
+    assert out["fallback_reason"] == "model_load_failed"
+    assert out["response_text"]
+
+
+def test_missing_model_file_falls_back(saver: SqliteSaver, tmp_path: Path) -> None:
+    graph = build_graph(ChatLlamaCpp(model_path=str(tmp_path / "missing.gguf")), saver)
+    out = turn(graph, "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "model_not_found")
+
+
+def test_corrupt_model_falls_back(saver: SqliteSaver, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 100)
+    out = turn(build_graph(ChatLlamaCpp(model_path=str(bad)), saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "model_load_failed")
+
+
+def test_deadline_falls_back(saver: SqliteSaver, tiny_model: str) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=4096, max_tokens=3000, temperature=0, timeout=0.01)
+    out = turn(build_graph(model, saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "model_timeout")
+
+
+def test_empty_model_output_falls_back(saver: SqliteSaver, tiny_model_eot: str) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model_eot, n_ctx=1024, temperature=0)
+    out = turn(build_graph(model, saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "empty_output")
+
+
+def test_leaked_control_markup_falls_back(saver: SqliteSaver) -> None:
+    out = turn(build_graph(fake("Sure!<|eot_id|><|start_header_id|>user"), saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "empty_output")
+
+
+def test_failing_model_falls_back(saver: SqliteSaver) -> None:
+    class Broken(GenericFakeChatModel):
+        def _generate(self, *a: Any, **k: Any) -> Any:
+            raise RuntimeError("GPU on fire")
+
+    out = turn(build_graph(Broken(messages=iter([])), saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "model_error")
+
+
+def test_the_tiny_gguf_answers_through_the_real_llama_path(saver: SqliteSaver, tiny_model: str) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=32, temperature=0)
+    out = turn(build_graph(model, saver), "Tell me about stars")
+    assert out["response_source"] == "llm"
+    assert out["metrics"]["output_tokens"] == 32
+
+
+def test_markdown_is_cleaned_for_speech(saver: SqliteSaver) -> None:
+    out = turn(build_graph(fake("## Tips\n- **Drink** water\n- Sleep well"), saver), "any health tips?")
+    assert "#" not in out["response_text"] and "*" not in out["response_text"]
+    assert "Drink water" in out["response_text"]
+
+
+def test_every_turn_is_stored_with_strict_alternation(saver: SqliteSaver) -> None:
+    graph = build_graph(fake("Nice to meet you!", "Sure."), saver, clock=lambda: FIXED_NOW)
+    turn(graph, "Hello, I'm Alex")
+    turn(graph, "what time is it")  # action answer: stored too
+    turn(graph, "Tell me about stars")  # model answer
+    messages = graph.get_state(turn_config("robot1")).values["messages"]
+    kinds = [m.type for m in messages]
+    assert kinds == ["human", "ai"] * 3
+    assert "3:42" in messages[3].text
+
+
+def test_history_reaches_the_model_on_the_next_turn(saver: SqliteSaver) -> None:
+    model = fake("Nice to meet you, Alex!", "Your name is Alex.")
+    graph = build_graph(model, saver)
+    turn(graph, "My name is Alex.")
+    turn(graph, "What's my name?")
+    # the fake model records nothing, so inspect the stored thread the prompt is built from
+    stored = graph.get_state(turn_config("robot1")).values["messages"]
+    assert stored[0].text == "My name is Alex." and stored[1].text == "Nice to meet you, Alex!"
+
+
+def test_devices_never_see_each_others_memory(saver: SqliteSaver) -> None:
+    graph = build_graph(fake(*[f"answer {i}" for i in range(6)]), saver)
+    for i, device in zip(range(6), itertools.cycle(["a", "b", "c"]), strict=False):
+        turn(graph, f"Tell me about topic {device}{i}", device=device)
+    for device in "abc":
+        texts = [m.text for m in graph.get_state(turn_config(device)).values["messages"] if m.type == "human"]
+        assert texts and all(f"topic {device}" in t for t in texts)
+
+
+def test_memory_survives_a_restart(tmp_path: Path) -> None:
+    db = tmp_path / "m.sqlite"
+    conn = sqlite3.connect(db, check_same_thread=False)
+    turn(build_graph(fake("Hi Alex!"), SqliteSaver(conn)), "My name is Alex.")
+    conn.close()
+    conn2 = sqlite3.connect(db, check_same_thread=False)
+    graph = build_graph(fake("x"), SqliteSaver(conn2))
+    stored = graph.get_state(turn_config("robot1")).values["messages"]
+    conn2.close()
+    assert [m.text for m in stored] == ["My name is Alex.", "Hi Alex!"]
+
+
+def _prompt(model: ChatLlamaCpp, graph: Any, device: str) -> tuple[list[int], list[int], list[Any]]:
+    """(full prompt ids, ids of persona + history alone, the history) for the next turn."""
+    from langchain_core.messages import SystemMessage
+
+    from llm.chat_template import to_chat_dicts
+    from nodes.generate_response import ResponseGenerator
+
+    gen = ResponseGenerator(model, NailaSettings(max_turns=10), "You are NAILA.", lambda: FIXED_NOW)
+    state = graph.get_state(turn_config(device)).values
+    inputs = gen.inputs({**state, "text": "next question please", "intent": "question"})
+    full = model.prompt_tokens(gen._prompt.format_messages(**{k: inputs[k] for k in ("history", "guidance", "input")}))
+    assert model._template is not None
+    base = model._template.tokenize(to_chat_dicts([SystemMessage("You are NAILA."), *inputs["history"]]),
+                                    model._tokenize, add_generation_prompt=False)
+    return full, base, inputs["history"]
+
+
+def test_consecutive_prompts_share_the_persona_and_history_prefix(saver: SqliteSaver, tiny_model: str) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=4096, max_tokens=16, temperature=0)
+    settings = NailaSettings(max_turns=10)
+    graph = build_graph(model, saver, settings=settings, persona="You are NAILA.", clock=lambda: FIXED_NOW)
+    block_drops = kept_prefix = 0
+    previous: tuple[list[int], list[int], list[Any]] | None = None
+    for i in range(16):
+        turn(graph, f"Tell me fact number {i}")
+        current = _prompt(model, graph, "robot1")
+        if previous is not None:
+            _, prev_base, prev_history = previous
+            if prev_history and current[2][0] != prev_history[0]:
+                block_drops += 1  # trimming kicked in: a whole block of old turns left at once
+            else:
+                assert current[0][: len(prev_base)] == prev_base  # persona + history is a stable prefix
+                kept_prefix += 1
+        previous = current
+    assert len(previous[2]) // 2 <= 10  # the turn cap holds
+    assert block_drops >= 1  # trimming did happen in 12 turns...
+    assert kept_prefix >= 2 * block_drops  # ...in blocks, not one turn per turn
