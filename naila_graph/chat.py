@@ -9,8 +9,8 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk
 
 
-def _eprint(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+def _eprint(*parts: Any, end: str = "\n") -> None:
+    print(*parts, file=sys.stderr, flush=True, end=end)
 
 
 def open_model(model_override: str | None) -> tuple[Any, str | None]:

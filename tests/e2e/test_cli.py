@@ -1,0 +1,129 @@
+"""The `naila` command line, run as a user runs it (subprocess; tiny GGUF unless stated)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def naila(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "naila_graph.cli", *args], capture_output=True, text=True,
+                          env=full_env, input=stdin if stdin is not None else "", timeout=120)
+
+
+@pytest.fixture
+def tiny_env(tiny_model: str) -> dict[str, str]:
+    return {"LLM_MODEL_PATH": tiny_model, "LLM_MAX_TOKENS": "16", "LLM_TEMPERATURE": "0",
+            "LLM_CONTEXT_SIZE": "2048"}
+
+
+def test_one_shot_prints_only_the_answer_on_stdout(tiny_env: dict[str, str]) -> None:
+    r = naila("chat", "--verbose", "Tell me about stars", env=tiny_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip()
+    assert r.stdout.count("\n") == 1
+    assert "source=llm" in r.stderr  # diagnostics go to stderr
+
+
+def test_stdin_is_the_message_when_no_text_is_given(tiny_env: dict[str, str]) -> None:
+    r = naila("chat", "--verbose", env=tiny_env, stdin="what time is it?\n")
+    assert r.returncode == 0, r.stderr
+    assert "source=action" in r.stderr
+
+
+def test_memory_commands_list_show_and_clear(tiny_env: dict[str, str]) -> None:
+    assert naila("chat", "--device", "desk7", "Hello there friend", env=tiny_env).returncode == 0
+    listed = naila("memory", "list", env=tiny_env)
+    assert "desk7" in listed.stdout
+    shown = naila("memory", "show", "desk7", env=tiny_env)
+    assert "user: Hello there friend" in shown.stdout
+    assert naila("memory", "clear", "desk7", env=tiny_env).returncode == 0
+    missing = naila("memory", "show", "desk7", env=tiny_env)
+    assert missing.returncode == 1 and "no stored conversation" in missing.stderr
+
+
+def test_new_forgets_the_conversation_first(tiny_env: dict[str, str]) -> None:
+    naila("chat", "--device", "d2", "Tell me about stars", env=tiny_env)
+    naila("chat", "--device", "d2", "--new", "Tell me about the moon", env=tiny_env)
+    shown = naila("memory", "show", "d2", env=tiny_env).stdout
+    assert "stars" not in shown and "moon" in shown
+
+
+def test_missing_model_runs_degraded_and_says_so(tmp_path: Path) -> None:
+    r = naila("chat", "Tell me about stars", env={"LLM_MODEL_PATH": str(tmp_path / "none.gguf")})
+    assert r.returncode == 0
+    assert r.stdout.strip()
+    assert "degraded mode" in r.stderr
+
+
+def test_bad_setting_is_a_clear_error_without_traceback(tiny_env: dict[str, str]) -> None:
+    r = naila("chat", "hi", env={**tiny_env, "LLM_TEMPERATURE": "hot"})
+    assert r.returncode == 1
+    assert "LLM_TEMPERATURE='hot'" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert naila("frobnicate").returncode == 2
+    assert naila("models", "fetch").returncode == 2
+
+
+def test_empty_message_is_a_usage_error(tiny_env: dict[str, str]) -> None:
+    r = naila("chat", "   ", env=tiny_env)
+    assert r.returncode == 2 and "empty" in r.stderr
+
+
+def test_models_path_does_not_download(tmp_path: Path) -> None:
+    r = naila("models", "path", "qwen2.5-coder-1.5b-instruct", env={"NAILA_MODELS_DIR": str(tmp_path)})
+    assert r.returncode == 1 and "naila models fetch" in r.stderr
+    assert list(tmp_path.iterdir()) == []
+    unknown = naila("models", "path", "gpt-17")
+    assert unknown.returncode == 1 and "qwen2.5-coder-0.5b-instruct" in unknown.stderr
+
+
+def test_config_show_masks_secrets() -> None:
+    r = naila("config", "show", env={"MQTT_PASSWORD": "hunter2"})
+    assert r.returncode == 0
+    assert "hunter2" not in r.stdout and '"MQTT_PASSWORD": "********"' in r.stdout
+    assert '"LLM_CONTEXT_SIZE": 4096' in r.stdout
+
+
+def test_version() -> None:
+    r = naila("--version")
+    assert r.returncode == 0 and r.stdout.startswith("naila ")
+
+
+def test_interactive_session_streams_and_survives_ctrl_d(tiny_env: dict[str, str]) -> None:
+    import pty
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: a real terminal on stdin/stdout
+        os.environ.update(tiny_env)
+        os.execv(sys.executable, [sys.executable, "-m", "naila_graph.cli", "chat"])
+    out = b""
+
+    def read_until(marker: bytes, count: int = 1, timeout: float = 60) -> None:
+        nonlocal out
+        end = time.time() + timeout
+        while out.count(marker) < count and time.time() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    return
+
+    read_until(b"you> ")
+    os.write(fd, b"what time is it\n")
+    read_until(b"naila> ")
+    read_until(b"you> ", count=2)
+    os.write(fd, b"\x04")  # Ctrl-D
+    _, status = os.waitpid(pid, 0)
+    assert b"naila> It's" in out or b"naila> Right now" in out or b"naila> My clock" in out
+    assert os.waitstatus_to_exitcode(status) == 0
