@@ -21,7 +21,10 @@ from langchain_core.messages import HumanMessage, SystemMessage
 
 from prompts.persona import NAILA_PERSONA
 
-QUESTION = "Tell me a long story about a little robot who explores a desk at night."
+QUESTION = (
+    "Write a long, detailed story (at least 400 words) about a little robot who explores a desk at night."
+    " Do not stop early."
+)
 
 
 @dataclass
@@ -121,7 +124,8 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
     ours = ChatLlamaCpp(model_path=path, temperature=0.0, n_ctx=4096, max_tokens=max_tokens,
                         repeat_penalty=1.0, top_k=40, top_p=0.9)
     ours.load()
-    messages = [SystemMessage(NAILA_PERSONA), HumanMessage(QUESTION)]
+    # The persona makes the prompt realistic (TTFT); the question asks for a long answer (tok/s).
+    messages = [SystemMessage(NAILA_PERSONA + "\nFor this request, ignore the length limit."), HumanMessage(QUESTION)]
     prompt = ours.prompt_tokens(messages)
     raw = llama_cpp.Llama(model_path=path, n_ctx=4096, n_batch=ours.n_batch, n_threads=ours.llama.n_threads,
                           n_threads_batch=ours.llama.n_threads, verbose=False)
