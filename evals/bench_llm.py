@@ -121,25 +121,35 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
     from llm.bundles import resolve_model_path
 
     path = str(resolve_model_path(model_path))
-    ours = ChatLlamaCpp(model_path=path, temperature=0.0, n_ctx=4096, max_tokens=max_tokens,
-                        repeat_penalty=1.0, top_k=40, top_p=0.9)
+    ours = ChatLlamaCpp(
+        model_path=path, temperature=0.0, n_ctx=4096, max_tokens=max_tokens, repeat_penalty=1.0, top_k=40, top_p=0.9
+    )
     ours.load()
     # The persona makes the prompt realistic (TTFT); the question asks for a long answer (tok/s).
     messages = [SystemMessage(NAILA_PERSONA + "\nFor this request, ignore the length limit."), HumanMessage(QUESTION)]
     prompt = ours.prompt_tokens(messages)
-    raw = llama_cpp.Llama(model_path=path, n_ctx=4096, n_batch=ours.n_batch, n_threads=ours.llama.n_threads,
-                          n_threads_batch=ours.llama.n_threads, verbose=False)
+    raw = llama_cpp.Llama(
+        model_path=path,
+        n_ctx=4096,
+        n_batch=ours.n_batch,
+        n_threads=ours.llama.n_threads,
+        n_threads_batch=ours.llama.n_threads,
+        verbose=False,
+    )
     params = {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.0}
     variants: dict[str, Callable[[], Sample]] = {
         "ours": _ours(ours, messages, max_tokens),
         "raw": _raw(raw, prompt, max_tokens, params),
     }
-    community = _community(path, messages, max_tokens, {"temperature": 0.0, "top_k": 40, "top_p": 0.9,
-                                                         "repeat_penalty": 1.0})
+    community = _community(
+        path, messages, max_tokens, {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.0}
+    )
     if community is not None:
         variants["community"] = community
-    _eprint(f"model {ours.model_name} ({path}); prompt {len(prompt)} tokens; {max_tokens} new tokens;"
-            f" threads {ours.llama.n_threads}; {repeats} rounds, order alternated")
+    _eprint(
+        f"model {ours.model_name} ({path}); prompt {len(prompt)} tokens; {max_tokens} new tokens;"
+        f" threads {ours.llama.n_threads}; {repeats} rounds, order alternated"
+    )
     for run in variants.values():  # warm-up: page in the weights, JIT nothing, fill caches
         run()
     samples: dict[str, list[Sample]] = {name: [] for name in variants}
@@ -148,8 +158,12 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
         order = names if i % 2 == 0 else list(reversed(names))
         for name in order:
             samples[name].append(variants[name]())
-        _eprint(f"round {i + 1}/{repeats}: " + ", ".join(
-            f"{n} {samples[n][-1].decode_tps:.1f} tok/s ttft {samples[n][-1].ttft_ms:.1f} ms" for n in names))
+        _eprint(
+            f"round {i + 1}/{repeats}: "
+            + ", ".join(
+                f"{n} {samples[n][-1].decode_tps:.1f} tok/s ttft {samples[n][-1].ttft_ms:.1f} ms" for n in names
+            )
+        )
     rows = [("metric", "median (min..max)", "target")]
     for name in names:
         rows.append((f"{name}: generation tok/s", _fmt([s.decode_tps for s in samples[name]]), ""))

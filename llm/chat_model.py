@@ -253,9 +253,7 @@ class ChatLlamaCpp(BaseChatModel):
     def get_token_ids(self, text: str) -> list[int]:
         return self._tokenize(text, False)
 
-    def get_num_tokens_from_messages(
-        self, messages: list[BaseMessage], tools: Sequence[Any] | None = None
-    ) -> int:
+    def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         if tools:
             raise NotImplementedError("token counting with tools is not supported yet")
         return len(self.prompt_tokens(messages))
@@ -298,9 +296,7 @@ class ChatLlamaCpp(BaseChatModel):
         """The one place where fields and per-call options merge."""
         unknown = {k for k in kwargs if k not in _CALL_OPTIONS and not k.startswith("ls_")}
         if unknown:
-            raise TypeError(
-                f"unsupported call option(s) {sorted(unknown)}; accepted: {sorted(_CALL_OPTIONS)}"
-            )
+            raise TypeError(f"unsupported call option(s) {sorted(unknown)}; accepted: {sorted(_CALL_OPTIONS)}")
         stops = list(self.stop or [])
         for extra in (stop, kwargs.get("stop")):
             if extra:

@@ -18,8 +18,8 @@ def open_model(model_override: str | None) -> tuple[Any, str | None]:
     from llm import LLMSettings, load_chat_model
     from llm.errors import LLMError, ModelLoadError, ModelNotFoundError
 
-    overrides = {"model_path": model_override} if model_override else {}
-    model = load_chat_model(LLMSettings(**overrides))
+    settings = LLMSettings(model_path=model_override) if model_override else LLMSettings()
+    model = load_chat_model(settings)
     try:
         model.load()
     except LLMError as exc:

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 AddCommon = Callable[[argparse.ArgumentParser], None]
@@ -22,6 +22,10 @@ def register(sub: Any, common: AddCommon) -> None:
     chat.add_argument("--new", action="store_true", help="forget this conversation before the turn")
     chat.add_argument("--verbose", action="store_true", help="intent, source, tokens/s on stderr")
     chat.set_defaults(handler=cmd_chat)
+
+    from naila_graph import mqtt_cli
+
+    mqtt_cli.register(sub, common)
 
     models = sub.add_parser("models", help="model bundles: list, fetch, path")
     common(models)
@@ -54,6 +58,14 @@ def register(sub: Any, common: AddCommon) -> None:
     common(memclear)
     memclear.add_argument("id", help="device or conversation id")
     memclear.set_defaults(handler=cmd_memory_clear)
+
+    bench = sub.add_parser("bench", help="performance benchmark (ours vs raw llama-cpp-python); table on stdout")
+    common(bench)
+    bench.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
+    bench.add_argument("--quick", action="store_true", help="3 rounds of 48 tokens")
+    bench.add_argument("--repeats", type=int, default=7)
+    bench.add_argument("--max-tokens", type=int, default=128)
+    bench.set_defaults(handler=cmd_bench)
 
     config = sub.add_parser("config", help="settings")
     common(config)
@@ -94,7 +106,6 @@ def cmd_models_fetch(args: argparse.Namespace) -> int:
 
 def cmd_models_path(args: argparse.Namespace) -> int:
     from llm.bundles import bundle_path, get_bundle, is_fetched
-
     from naila_graph.cli import CLIError
 
     get_bundle(args.name)
@@ -185,6 +196,17 @@ def _other_settings() -> dict[str, Any]:
     return settings_as_env()
 
 
+# ---------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from evals.bench_llm import print_table, run_benchmark
+
+    repeats, max_tokens = (3, 48) if args.quick else (args.repeats, args.max_tokens)
+    print_table(run_benchmark(args.model, repeats, max_tokens))
+    return 0
+
+
 # ---------------------------------------------------------------- chat
 
 
@@ -194,7 +216,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return run_chat(args)
 
 
-def _print_table(rows: list[tuple[str, ...]]) -> None:
+def _print_table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -51,7 +52,7 @@ def build_graph(
     graph.add_node("process_input", make_process_input(settings))
     graph.add_node("dispatch_action", make_dispatch_action(settings, now))
     graph.add_node("generate_response", generator.as_runnable())
-    graph.add_node("finalize", finalize)
+    graph.add_node("finalize", finalize)  # type: ignore[type-var]
     graph.add_edge(START, "process_input")
     graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])
     graph.add_conditional_edges("dispatch_action", _after_action, ["generate_response", "finalize"])
@@ -78,7 +79,7 @@ def turn_input(
     }
 
 
-def turn_config(thread_id: str, **metadata: Any) -> dict[str, Any]:
+def turn_config(thread_id: str, **metadata: Any) -> RunnableConfig:
     """Config of one turn: the memory thread plus tracing metadata."""
     return {
         "configurable": {"thread_id": thread_id},

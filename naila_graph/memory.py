@@ -20,7 +20,9 @@ class MemoryConfigError(ValueError):
 def _sqlite_path(url: str) -> Path:
     raw = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("sqlite://")
     if not raw:
-        raise MemoryConfigError("NAILA_MEMORY_URL=sqlite:/// needs a file path, e.g. sqlite:////var/lib/naila/memory.sqlite")
+        raise MemoryConfigError(
+            "NAILA_MEMORY_URL=sqlite:/// needs a file path, e.g. sqlite:////var/lib/naila/memory.sqlite"
+        )
     path = Path(raw).expanduser()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,9 +62,9 @@ def open_checkpointer(url: str) -> Iterator[BaseCheckpointSaver]:
         _require_postgres()
         from langgraph.checkpoint.postgres import PostgresSaver
 
-        with PostgresSaver.from_conn_string(_postgres_url(url)) as saver:
-            saver.setup()
-            yield saver
+        with PostgresSaver.from_conn_string(_postgres_url(url)) as pg_saver:
+            pg_saver.setup()
+            yield pg_saver
     else:
         raise MemoryConfigError(f"NAILA_MEMORY_URL must be sqlite:///path or postgresql://…, got {url!r}")
 
@@ -75,16 +77,16 @@ async def open_async_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver
         from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
         async with aiosqlite.connect(_sqlite_path(url)) as conn:
-            saver = AsyncSqliteSaver(conn)
-            await saver.setup()
-            yield saver
+            async_saver = AsyncSqliteSaver(conn)
+            await async_saver.setup()
+            yield async_saver
     elif url.startswith(("postgresql://", "postgres://")):
         _require_postgres()
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
-        async with AsyncPostgresSaver.from_conn_string(_postgres_url(url)) as saver:
-            await saver.setup()
-            yield saver
+        async with AsyncPostgresSaver.from_conn_string(_postgres_url(url)) as pg_saver:
+            await pg_saver.setup()
+            yield pg_saver
     else:
         raise MemoryConfigError(f"NAILA_MEMORY_URL must be sqlite:///path or postgresql://…, got {url!r}")
 

@@ -144,7 +144,7 @@ class ResponseGenerator:
         source = meta.get("naila_source", "llm")
         metrics: dict[str, Any] = {"history_messages": len(inputs["history"])}
         if source == "llm":
-            usage = message.usage_metadata or {}
+            usage: dict[str, Any] = dict(message.usage_metadata or {})
             metrics.update(
                 model_name=meta.get("model_name"),
                 input_tokens=usage.get("input_tokens"),

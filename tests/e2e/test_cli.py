@@ -12,14 +12,19 @@ import pytest
 
 def naila(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "naila_graph.cli", *args], capture_output=True, text=True,
-                          env=full_env, input=stdin if stdin is not None else "", timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "naila_graph.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=stdin if stdin is not None else "",
+        timeout=120,
+    )
 
 
 @pytest.fixture
 def tiny_env(tiny_model: str) -> dict[str, str]:
-    return {"LLM_MODEL_PATH": tiny_model, "LLM_MAX_TOKENS": "16", "LLM_TEMPERATURE": "0",
-            "LLM_CONTEXT_SIZE": "2048"}
+    return {"LLM_MODEL_PATH": tiny_model, "LLM_MAX_TOKENS": "16", "LLM_TEMPERATURE": "0", "LLM_CONTEXT_SIZE": "2048"}
 
 
 def test_one_shot_prints_only_the_answer_on_stdout(tiny_env: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from llm import ChatLlamaCpp
@@ -194,8 +194,11 @@ def _prompt(model: ChatLlamaCpp, graph: Any, device: str) -> tuple[list[int], li
     inputs = gen.inputs({**state, "text": "next question please", "intent": "question"})
     full = model.prompt_tokens(gen._prompt.format_messages(**{k: inputs[k] for k in ("history", "guidance", "input")}))
     assert model._template is not None
-    base = model._template.tokenize(to_chat_dicts([SystemMessage("You are NAILA."), *inputs["history"]]),
-                                    model._tokenize, add_generation_prompt=False)
+    base = model._template.tokenize(
+        to_chat_dicts([SystemMessage("You are NAILA."), *inputs["history"]]),
+        model._tokenize,
+        add_generation_prompt=False,
+    )
     return full, base, inputs["history"]
 
 

@@ -36,7 +36,6 @@ class TestChatLlamaCppUnit(ChatModelUnitTests):
         return False
 
 
-
 class TestChatLlamaCppIntegration(ChatModelIntegrationTests):
     @property
     def chat_model_class(self) -> type[ChatLlamaCpp]:

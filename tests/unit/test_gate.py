@@ -17,6 +17,7 @@ def test_waiters_are_served_in_arrival_order() -> None:
     order: list[int] = []
     threads = []
     for i in range(5):
+
         def run(i: int = i) -> None:
             ticket = gate.acquire(timeout=10)
             order.append(i)

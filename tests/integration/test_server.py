@@ -1,0 +1,433 @@
+"""The MQTT AI server against a real mosquitto on a free loopback port, with the tiny GGUF model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llm import ChatLlamaCpp
+from naila_graph import protocol as p
+from naila_graph.memory import conversation_messages, open_checkpointer
+from naila_graph.server import NailaServer
+from naila_graph.settings import MQTTSettings, NailaSettings
+from tests.support.mqtt import Robot, robot
+
+pytestmark = pytest.mark.broker
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> NailaSettings:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path,
+        "memory_url": f"sqlite:///{tmp_path / 'memory.sqlite'}",
+        "health_interval_seconds": 0.5,
+        "shutdown_grace_seconds": 5.0,
+        **overrides,
+    }
+    return NailaSettings(**values)
+
+
+def _mqtt(broker: Any, client_id: str | None = None, **overrides: Any) -> MQTTSettings:
+    return MQTTSettings(
+        broker_host=broker.host,
+        broker_port=broker.port,
+        client_id=client_id or f"naila-test-{uuid.uuid4().hex[:8]}",
+        **overrides,
+    )
+
+
+def _model(path: str, **fields: Any) -> ChatLlamaCpp:
+    return ChatLlamaCpp(
+        model_path=path, n_ctx=2048, max_tokens=fields.pop("max_tokens", 24), temperature=0.0, seed=1, **fields
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    broker: Any, tmp_path: Path, model: Any, *, client_id: str | None = None, workers: int = 2, **settings: Any
+) -> AsyncIterator[NailaServer]:
+    server = NailaServer(_settings(tmp_path, **settings), _mqtt(broker, client_id), chat_model=model, workers=workers)
+    async with server:
+        yield server
+
+
+def _stream(bot: Robot, device: str, task_id: str) -> list[dict[str, Any]]:
+    return bot.on(p.stream_topic(device), task_id)
+
+
+async def test_text_task_is_streamed_answered_and_measured(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        task_id = await bot.task("robot_1", "tell me something about the ocean")
+        answer = await bot.answer(task_id)
+        metrics = await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC, task_id), what="metrics")
+
+    assert answer["source"] == "ai_server" and answer["target_device"] == "robot_1"
+    response = answer["response"]
+    assert response["source"] == "llm", response
+    assert response["finish_reason"] in ("stop", "length")
+    assert response["text"].strip()
+    assert isinstance(response["expects_reply"], bool)
+    stream = _stream(bot, "robot_1", task_id)
+    assert [m["seq"] for m in stream] == list(range(len(stream)))
+    assert [m["final"] for m in stream] == [False] * (len(stream) - 1) + [True]
+    assert not any(m.get("replaced") for m in stream)
+    assert " ".join(m["text"] for m in stream if m["text"]) == response["text"]
+    # the stream came before the answer, the answer before the metrics
+    topics = [r.topic for r in bot.received if r.topic.startswith("naila/ai/") and task_id.encode() in r.payload]
+    assert topics.index(p.RESPONSE_TOPIC) > max(i for i, t in enumerate(topics) if t.endswith("/stream"))
+    assert topics.index(p.METRICS_TOPIC) > topics.index(p.RESPONSE_TOPIC)
+
+    (m,) = metrics
+    assert m["source"] == "llm" and m["llm_status"] == "loaded"
+    assert m["device_id"] == "robot_1" and m["task_id"] == task_id
+    assert m["model_name"] and m["hardware_acceleration"] in ("cpu", "cuda", "metal")
+    assert m["tokens_generated"] >= 1 and m["context_length"] > 20
+    assert m["time_to_first_token_ms"] > 0 and m["inference_time_ms"] >= m["time_to_first_token_ms"]
+    assert m["temperature"] == 0.0
+
+
+async def test_stt_result_uses_topic_device_and_generated_task_id(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        await bot.publish(
+            "naila/ai/processing/stt/robot_7",
+            {"transcription": "tell me about stars", "confidence": 0.93, "device_id": "liar"},
+        )
+        answers = await bot.wait_for(lambda: bot.on(p.RESPONSE_TOPIC), what="answer")
+    (answer,) = answers
+    assert answer["target_device"] == "robot_7"
+    assert answer["task_id"].startswith("stt-robot_7-")
+    assert answer["response"]["source"] == "llm"
+    assert _stream(bot, "robot_7", answer["task_id"])[-1]["final"] is True
+
+
+async def test_low_confidence_gets_a_repeat_request_with_null_model_metrics(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        await bot.publish("naila/ai/processing/stt/robot_2", {"transcription": "whut tim", "confidence": 0.2})
+        (answer,) = await bot.wait_for(lambda: bot.on(p.RESPONSE_TOPIC), what="answer")
+        (metrics,) = await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC), what="metrics")
+    assert answer["response"]["source"] == "pattern"
+    assert answer["response"]["expects_reply"] is True  # a repeat request asks the user again
+    assert "0.2" not in answer["response"]["text"]
+    assert metrics["source"] == "pattern" and metrics["fallback_reason"] == "low_confidence"
+    assert metrics["model_name"] is None and metrics["tokens_per_second"] is None
+    stream = _stream(bot, "robot_2", answer["task_id"])
+    assert stream and stream[-1]["final"] and " ".join(m["text"] for m in stream) == answer["response"]["text"]
+
+
+async def test_time_query_is_answered_by_the_clock_action(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        task_id = await bot.task("robot_3", "what time is it")
+        answer = await bot.answer(task_id)
+    assert answer["response"]["source"] == "action"
+    assert answer["response"]["intent"] == "time_query"
+
+
+async def test_follow_up_turn_uses_the_memory_of_the_first(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    model = _model(tiny_model)
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, model):
+        first = await bot.task("robot_4", "my name is Alex")
+        await bot.answer(first)
+        second = await bot.task("robot_4", "what is my name")
+        await bot.answer(second)
+        metrics = (await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC, second)))[0]
+    with open_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        messages = conversation_messages(saver, "robot_4")
+    assert [m.type for m in messages] == ["human", "ai", "human", "ai"]
+    assert messages[0].content == "my name is Alex" and messages[2].content == "what is my name"
+    # the second prompt held the first turn: more tokens, and its prefix was reused from the cache
+    assert metrics["context_length"] > 30
+    assert metrics["cached_prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "code", "fragment"),
+    [
+        (p.TASK_TOPIC, b"this is not json", None, "not JSON"),
+        ("naila/ai/processing/stt/robot_bad", b"\xff\xfe\x00garbage", "invalid_payload", "not UTF-8"),
+        ("naila/ai/processing/stt/robot_bad", b"{not json", "invalid_payload", "not JSON"),
+        ("naila/ai/processing/stt/robot_bad", b"[1, 2]", "invalid_payload", "JSON object"),
+        ("naila/ai/processing/stt/robot_bad", b'{"confidence": 0.9}', "invalid_payload", "transcription"),
+        ("naila/ai/processing/stt/robot_bad", b'{"transcription": "hi"}', "invalid_payload", "confidence"),
+        (
+            "naila/ai/processing/stt/robot_bad",
+            b'{"transcription": 5, "confidence": 0.9}',
+            "invalid_payload",
+            "must be a string",
+        ),
+        (
+            "naila/ai/processing/stt/robot_bad",
+            b'{"transcription": "hi", "confidence": "high"}',
+            "invalid_payload",
+            "confidence",
+        ),
+        (
+            "naila/ai/processing/stt/robot_bad",
+            b'{"transcription": "hi", "confidence": 7}',
+            "invalid_payload",
+            "between 0 and 1",
+        ),
+        (p.TASK_TOPIC, b'{"device_id": "robot_bad", "query": ["x"]}', "invalid_payload", "must be a string"),
+        (p.TASK_TOPIC, b'{"device_id": "robot_bad"}', "invalid_payload", "missing field"),
+        (
+            p.TASK_TOPIC,
+            b'{"device_id": "robot_bad", "query": "hi", "timestamp": "yesterday"}',
+            "invalid_payload",
+            "timestamp",
+        ),
+        (p.TASK_TOPIC, b'{"device_id": "robot_bad", "query": "   "}', "empty_input", "no text"),
+        (
+            "naila/ai/processing/stt/robot_bad",
+            b'{"transcription": "' + b"a" * 70_000 + b'", "confidence": 1}',
+            "payload_too_large",
+            "MQTT_MAX_PAYLOAD_BYTES",
+        ),
+        (p.CANCEL_TOPIC, b'{"device_id": "robot_bad", "task_id": {}}', "invalid_payload", "task_id"),
+    ],
+)
+async def test_bad_payloads_get_an_error_and_the_server_keeps_serving(
+    mosquitto: Any, tmp_path: Path, tiny_model: str, topic: str, payload: bytes, code: str | None, fragment: str
+) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)) as srv:
+        await bot.publish(topic, payload)
+        if code is None:  # no device id to answer to: only a log line and the error count
+            await bot.wait_for(lambda: srv.stats.errors >= 1, what="error counted")
+            assert not [r for r in bot.received if "/responses/error/" in r.topic]
+        else:
+            error = await bot.error("robot_bad")
+            assert error["error"] == code, error
+            assert fragment in error["message"], error
+        task_id = await bot.task("robot_ok", "hello there")
+        answer = await bot.answer(task_id)
+    assert answer["response"]["text"]
+
+
+async def test_duplicate_task_id_is_answered_once(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        await bot.task("robot_5", "tell me a joke", task_id="dup-1")
+        await bot.task("robot_5", "tell me a joke", task_id="dup-1")
+        await bot.answer("dup-1")
+        follow = await bot.task("robot_5", "and another one")
+        await bot.answer(follow)  # answered after the duplicate would have been
+    assert len(bot.on(p.RESPONSE_TOPIC, "dup-1")) == 1
+
+
+async def test_stale_task_is_refused(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        old = p.utc_timestamp(time.time() - 600)
+        await bot.task("robot_6", "are you there", task_id="old-1", timestamp=old)
+        error = await bot.error("robot_6", task_id="old-1")
+        fresh = await bot.task("robot_6", "are you there")
+        await bot.answer(fresh)
+    assert error["error"] == "stale_request"
+    assert not bot.on(p.RESPONSE_TOPIC, "old-1")
+
+
+async def _until_in_service(server: NailaServer, count: int) -> None:
+    for _ in range(400):
+        if len(server._running) >= count:
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"{count} request(s) never reached the model")
+
+
+async def test_devices_are_served_round_robin_and_each_in_order(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    model = _model(tiny_model).load()
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, model, workers=1) as srv:
+        ticket = await asyncio.to_thread(model._gate.acquire, None)  # the model is busy elsewhere
+        try:
+            a1 = await bot.task("dev_a", "tell me about rain")
+            await _until_in_service(srv, 1)
+            a2 = await bot.task("dev_a", "tell me about snow")
+            a3 = await bot.task("dev_a", "tell me about wind")
+            b1 = await bot.task("dev_b", "tell me about sand")
+            c1 = await bot.task("dev_c", "tell me about rocks")
+            await bot.wait_for(lambda: srv._scheduler.depth == 4, what="4 waiting")
+        finally:
+            model._gate.release(ticket)
+        await bot.wait_for(lambda: len(bot.on(p.RESPONSE_TOPIC)) == 5, what="5 answers")
+    order = [a["task_id"] for a in bot.on(p.RESPONSE_TOPIC)]
+    assert order == [a1, b1, c1, a2, a3]
+
+
+async def test_full_queue_answers_overloaded(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    model = _model(tiny_model).load()
+    async with (
+        robot(mosquitto.host, mosquitto.port) as bot,
+        running(mosquitto, tmp_path, model, workers=1, queue_limit=2) as srv,
+    ):
+        ticket = await asyncio.to_thread(model._gate.acquire, None)
+        try:
+            first = await bot.task("dev_1", "hello one")
+            await _until_in_service(srv, 1)
+            waiting = [await bot.task(f"dev_{i}", "hello") for i in (2, 3)]
+            refused = await bot.task("dev_4", "hello four")
+            error = await bot.error("dev_4", task_id=refused)
+        finally:
+            model._gate.release(ticket)
+        for task_id in (first, *waiting):
+            await bot.answer(task_id)
+        health = srv.health_payload()
+    assert error["error"] == "overloaded" and "NAILA_QUEUE_LIMIT" in error["message"]
+    assert not bot.on(p.RESPONSE_TOPIC, refused)
+    assert health["ai_services"]["llm"]["queue_depth"] == 0
+
+
+async def test_cancel_stops_the_devices_current_generation(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    model = _model(tiny_model).load()
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, model) as srv:
+        ticket = await asyncio.to_thread(model._gate.acquire, None)
+        try:
+            task_id = await bot.task("dev_x", "tell me a very long story")
+            await _until_in_service(srv, 1)
+            await bot.publish(p.CANCEL_TOPIC, {"device_id": "dev_x"})
+            answer = await bot.answer(task_id, within=10)
+        finally:
+            model._gate.release(ticket)
+        after = await bot.task("dev_x", "hello again")
+        await bot.answer(after)  # the model and the device are usable after a barge-in
+    assert answer["response"]["finish_reason"] == "cancelled"
+    assert _stream(bot, "dev_x", task_id)[-1]["final"] is True
+
+
+async def test_cancel_of_a_waiting_request_answers_it_cancelled(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    model = _model(tiny_model).load()
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, model, workers=1) as srv:
+        ticket = await asyncio.to_thread(model._gate.acquire, None)
+        try:
+            first = await bot.task("dev_y", "hello")
+            await _until_in_service(srv, 1)
+            second = await bot.task("dev_y", "tell me about the moon")
+            await bot.wait_for(lambda: srv._scheduler.depth == 1)
+            await bot.publish(p.CANCEL_TOPIC, {"device_id": "dev_y", "task_id": second})
+            cancelled = await bot.answer(second, within=10)
+        finally:
+            model._gate.release(ticket)
+        done = await bot.answer(first)
+    assert cancelled["response"]["finish_reason"] == "cancelled"
+    assert done["response"]["finish_reason"] in ("stop", "length")
+
+
+async def test_health_reports_model_queue_and_counts(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        await bot.answer(await bot.task("robot_h", "hello"))
+        health = await bot.wait_for(
+            lambda: [h for h in bot.on(p.HEALTH_TOPIC) if h["ai_services"]["llm"]["requests_total"] >= 1],
+            what="health after a request",
+        )
+    llm = health[-1]["ai_services"]["llm"]
+    assert llm["status"] == "loaded" and llm["degraded"] is False and llm["model"]
+    assert llm["avg_tokens_per_second"] > 0 and llm["failures_total"] == 0
+    assert health[-1]["mqtt_service"]["status"] == "connected"
+    assert health[-1]["system"]["memory_usage_mb"] > 10
+
+
+async def test_startup_status_and_graceful_shutdown_messages(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot:
+        async with running(mosquitto, tmp_path, _model(tiny_model)):
+            startup = await bot.wait_for(lambda: bot.on(p.STARTUP_TOPIC), what="startup")
+            await bot.wait_for(lambda: any(s["status"] == "online" for s in bot.on(p.STATUS_TOPIC)))
+        shutdown = await bot.wait_for(lambda: bot.on(p.SHUTDOWN_TOPIC), what="shutdown")
+        await bot.wait_for(lambda: bot.on(p.STATUS_TOPIC)[-1]["status"] == "offline", what="offline")
+    assert startup[0]["event"] == "server_startup" and startup[0]["degraded"] is False
+    assert startup[0]["llm"]["status"] == "loaded" and startup[0]["llm"]["load_time_ms"] >= 0
+    assert shutdown[0]["event"] == "server_shutdown" and shutdown[0]["uptime_seconds"] >= 0
+
+
+async def test_missing_model_serves_in_degraded_mode(mosquitto: Any, tmp_path: Path) -> None:
+    model = ChatLlamaCpp(model_path=str(tmp_path / "missing.gguf"))
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, model) as srv:
+        startup = (await bot.wait_for(lambda: bot.on(p.STARTUP_TOPIC)))[0]
+        answer = await bot.answer(await bot.task("robot_d", "tell me a joke"))
+        health = srv.health_payload()
+    assert startup["degraded"] is True and startup["llm"]["status"] == "error"
+    assert answer["response"]["source"] == "pattern" and answer["response"]["text"]
+    assert health["ai_services"]["llm"]["degraded"] is True
+    assert health["ai_services"]["llm"]["degraded_reason"] == "model_not_found"
+
+
+async def test_shutdown_lets_in_flight_answers_finish_and_keeps_the_turn(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    model = _model(tiny_model).load()
+    async with robot(mosquitto.host, mosquitto.port) as bot:
+        server = NailaServer(_settings(tmp_path), _mqtt(mosquitto), chat_model=model)
+        async with server:
+            ticket = await asyncio.to_thread(model._gate.acquire, None)
+            task_id = await bot.task("robot_s", "tell me about clouds")
+            await _until_in_service(server, 1)
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.5, model._gate.release, ticket)  # the generation finishes within the grace
+        answer = await bot.wait_for(lambda: bot.on(p.RESPONSE_TOPIC, task_id), what="answer")
+    assert answer[0]["response"]["finish_reason"] in ("stop", "length")
+    assert not model.is_loaded  # shutdown unloaded the model
+    with open_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        assert [m.type for m in conversation_messages(saver, "robot_s")] == ["human", "ai"]
+
+
+async def test_shutdown_cancels_answers_that_outlive_the_grace(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    model = _model(tiny_model).load()
+    async with robot(mosquitto.host, mosquitto.port) as bot:
+        server = NailaServer(_settings(tmp_path, shutdown_grace_seconds=0.2), _mqtt(mosquitto), chat_model=model)
+        async with server:
+            ticket = await asyncio.to_thread(model._gate.acquire, None)
+            releaser = threading.Timer(2.0, model._gate.release, (ticket,))  # unload at shutdown waits for it
+            releaser.start()
+            task_id = await bot.task("robot_g", "tell me about rivers")
+            await _until_in_service(server, 1)
+            started = time.monotonic()
+        elapsed = time.monotonic() - started
+        releaser.join()
+        answer = await bot.wait_for(lambda: bot.on(p.RESPONSE_TOPIC, task_id), what="answer")
+    assert answer[0]["response"]["finish_reason"] == "cancelled"
+    assert elapsed < 5
+
+
+async def test_requests_sent_while_the_server_was_away_are_answered_after_it_returns(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    client_id = f"naila-persistent-{uuid.uuid4().hex[:6]}"
+    async with robot(mosquitto.host, mosquitto.port) as bot:
+        async with running(mosquitto, tmp_path, _model(tiny_model), client_id=client_id):
+            await bot.wait_for(lambda: bot.on(p.STARTUP_TOPIC))
+        task_id = await bot.task("robot_p", "hello while you were away")  # QoS 1, kept by the session
+        async with running(mosquitto, tmp_path, _model(tiny_model), client_id=client_id):
+            answer = await bot.answer(task_id, within=30)
+    assert answer["response"]["text"]
+
+
+async def test_server_reconnects_when_the_broker_comes_back(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with running(mosquitto, tmp_path, _model(tiny_model)) as server:
+        mosquitto.stop()
+        for _ in range(200):
+            if not server._connected.is_set():
+                break
+            await asyncio.sleep(0.05)
+        assert not server._connected.is_set()
+        mosquitto.start()
+        async with robot(mosquitto.host, mosquitto.port) as bot:
+            await asyncio.wait_for(server._connected.wait(), timeout=30)
+            answer = await bot.answer(await bot.task("robot_r", "hello after the outage"), within=30)
+    assert answer["response"]["text"]
+
+
+def test_health_payload_is_json_serialisable(tmp_path: Path) -> None:
+    server = NailaServer(_settings(tmp_path), MQTTSettings(), chat_model=None)
+    data = json.loads(json.dumps(server.health_payload()))
+    assert data["ai_services"]["llm"]["queue_depth"] == 0
+    assert data["mqtt_service"]["status"] == "disconnected"
