@@ -57,8 +57,16 @@ def _rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _log(request: p.Request) -> logging.LoggerAdapter[logging.Logger]:
-    return logging.LoggerAdapter(logger, {"device_id": request.device_id, "task_id": request.task_id})
+class _RequestLog(logging.LoggerAdapter):
+    """Prefixes ``device=… task=…`` so the log can be grepped per robot and per request."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        extra = self.extra or {}
+        return f"device={extra['device_id']} task={extra['task_id']} {msg}", kwargs
+
+
+def _log(request: p.Request) -> _RequestLog:
+    return _RequestLog(logger, {"device_id": request.device_id, "task_id": request.task_id})
 
 
 @dataclass
@@ -219,6 +227,7 @@ class NailaServer:
                 clock=self._clock,
                 degraded_reason=self.degraded_reason,
             )
+        async with self._phase("prime prompt cache"):
             await self._prime_cache()
         async with self._phase("connect MQTT and subscribe"):
             self._connection = asyncio.create_task(self._connection_loop(), name="mqtt connection")

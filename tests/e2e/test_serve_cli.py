@@ -1,0 +1,114 @@
+"""`naila serve` and `naila ask` as processes, the way the README shows them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_cli import naila
+from tests.support.broker import free_port
+
+pytestmark = pytest.mark.broker
+
+
+def _start_server(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "naila_graph.cli", "serve", *args],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], log: Path, within: float = 60) -> None:
+    end = time.monotonic() + within
+    while time.monotonic() < end:
+        if "server ready" in log.read_text(errors="replace"):
+            return
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready (exit {proc.poll()}):\n{log.read_text(errors='replace')}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> float:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=20)
+    return time.monotonic() - started
+
+
+def test_embedded_broker_round_trip_with_ask(tmp_path: Path, tiny_model: str) -> None:
+    port = free_port()
+    env = {
+        "LLM_MODEL_PATH": tiny_model,
+        "LLM_MAX_TOKENS": "16",
+        "LLM_TEMPERATURE": "0",
+        "NAILA_DATA_DIR": str(tmp_path / "data"),
+    }
+    log = tmp_path / "serve.log"
+    proc = _start_server(["--embedded-broker", "--broker-port", str(port)], env, log)
+    try:
+        _wait_ready(proc, log)
+        r = naila("ask", "--broker-port", str(port), "--device", "desk_cli", "--timeout", "60", "Hello there", env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip()
+        memory = naila("memory", "show", "desk_cli", env=env)
+        assert "Hello there" in memory.stdout, memory.stdout + memory.stderr
+    finally:
+        elapsed = _stop(proc)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert elapsed < 10
+    assert "embedded MQTT 3.1.1 broker listening" in text and "shutdown complete" in text
+    assert "source=llm" in text and "device=desk_cli" in text
+
+
+def test_serve_against_mosquitto_then_sigterm_exits_cleanly(tmp_path: Path, tiny_model: str, mosquitto: Any) -> None:
+    env = {
+        "LLM_MODEL_PATH": tiny_model,
+        "LLM_MAX_TOKENS": "8",
+        "NAILA_DATA_DIR": str(tmp_path / "data"),
+        "MQTT_BROKER_HOST": mosquitto.host,
+        "MQTT_BROKER_PORT": str(mosquitto.port),
+        "MQTT_CLIENT_ID": "naila-cli-test",
+    }
+    log = tmp_path / "serve.log"
+    proc = _start_server([], env, log)
+    try:
+        _wait_ready(proc, log)
+        r = naila("ask", "--device", "desk_m", "what time is it", env=env)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip()
+    finally:
+        elapsed = _stop(proc)
+    assert proc.returncode == 0 and elapsed < 10, log.read_text()
+    assert "MQTT 5" in log.read_text()
+
+
+def test_ask_times_out_without_a_server(mosquitto: Any) -> None:
+    env = {"MQTT_BROKER_HOST": mosquitto.host, "MQTT_BROKER_PORT": str(mosquitto.port)}
+    r = naila("ask", "--timeout", "1", "hello?", env=env)
+    assert r.returncode == 1
+    assert "no final answer within 1 s" in r.stderr and r.stdout == ""
+
+
+def test_ask_reports_an_unreachable_broker() -> None:
+    port = free_port()
+    r = naila("ask", "--broker-port", str(port), "--timeout", "5", "hello?")
+    assert r.returncode == 1
+    assert f"cannot reach the broker at localhost:{port}" in r.stderr
+
+
+def test_serve_rejects_a_bad_port_and_bad_settings() -> None:
+    r = naila("serve", "--broker-port", "70000")
+    assert r.returncode == 1 and "--broker-port must be between 1 and 65535" in r.stderr
+    r = naila("serve", env={"MQTT_QOS": "7"})
+    assert r.returncode == 1 and "MQTT_QOS" in r.stderr
