@@ -27,8 +27,9 @@ export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 stamp=".venv/.naila-installed$([ "$WITH_TEST" = 1 ] && echo -test)"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install --quiet --upgrade pip >&2
-  extras=""
-  [ "$WITH_TEST" = 1 ] && extras="[test]"
+
+  extras="[broker]"
+  [ "$WITH_TEST" = 1 ] && extras="[broker,test]"
   echo "[setup] installing naila-graph$extras (llama-cpp-python may compile for a few minutes)" >&2
   "$VPY" -m pip install --quiet -e ".$extras" >&2
   touch "$stamp"
