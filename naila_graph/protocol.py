@@ -104,6 +104,8 @@ def _decode(payload: bytes, max_bytes: int, device_id: str | None) -> dict[str, 
         ) from None
     try:
         obj = json.loads(text)
+    except RecursionError:
+        raise PayloadError("invalid_payload", "the message's JSON is nested too deeply", device_id=device_id) from None
     except json.JSONDecodeError as exc:
         raise PayloadError(
             "invalid_payload",

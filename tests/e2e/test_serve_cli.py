@@ -112,3 +112,57 @@ def test_serve_rejects_a_bad_port_and_bad_settings() -> None:
     assert r.returncode == 1 and "--broker-port must be between 1 and 65535" in r.stderr
     r = naila("serve", env={"MQTT_QOS": "7"})
     assert r.returncode == 1 and "MQTT_QOS" in r.stderr
+
+
+@pytest.mark.real_model
+def test_sigterm_during_a_long_real_generation_exits_within_the_grace(
+    tmp_path: Path, real_model: str, mosquitto: Any
+) -> None:
+    import select
+
+    env = {
+        "LLM_MODEL_PATH": real_model,
+        "LLM_MAX_TOKENS": "400",
+        "LLM_TEMPERATURE": "0",
+        "NAILA_DATA_DIR": str(tmp_path / "data"),
+        "NAILA_SHUTDOWN_GRACE_SECONDS": "1",
+        "MQTT_BROKER_HOST": mosquitto.host,
+        "MQTT_BROKER_PORT": str(mosquitto.port),
+        "MQTT_CLIENT_ID": "naila-sigterm-test",
+    }
+    log = tmp_path / "serve.log"
+    proc = _start_server([], env, log)
+    try:
+        _wait_ready(proc, log, within=120)
+        done = naila("ask", "--device", "desk_t", "My name is Alex.", env=env)
+        assert done.returncode == 0, done.stderr
+        asker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "naila_graph.cli",
+                "ask",
+                "--device",
+                "desk_t",
+                "--timeout",
+                "120",
+                "Please tell me a long, detailed story about a lighthouse keeper and her cat.",
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        ready, _, _ = select.select([asker.stdout], [], [], 120)
+        assert ready, "no streamed sentence within 120 s"
+        elapsed = _stop(proc)
+        _out, err = asker.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = log.read_text()
+    assert proc.returncode == 0 and elapsed < 1 + 5, text
+    assert "shutdown (SIGTERM)" in text and "cancelled (shutdown)" in text and "shutdown complete" in text
+    assert asker.returncode == 0, err  # the robot got a final message for its request
+    memory = naila("memory", "show", "desk_t", env=env)
+    assert "My name is Alex." in memory.stdout  # the completed turn survived
+    assert "lighthouse" not in memory.stdout  # the cancelled one was not stored as if answered

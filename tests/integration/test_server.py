@@ -431,3 +431,73 @@ def test_health_payload_is_json_serialisable(tmp_path: Path) -> None:
     data = json.loads(json.dumps(server.health_payload()))
     assert data["ai_services"]["llm"]["queue_depth"] == 0
     assert data["mqtt_service"]["status"] == "disconnected"
+
+
+GARBAGE: list[tuple[str, bytes]] = [
+    (p.TASK_TOPIC, b""),
+    (p.TASK_TOPIC, b"null"),
+    (p.TASK_TOPIC, b"42"),
+    (p.TASK_TOPIC, b'"just a string"'),
+    (p.TASK_TOPIC, bytes(range(256))),
+    (p.TASK_TOPIC, b"\x00\x01\x02\x03" * 64),
+    (p.TASK_TOPIC, b'{"device_id": null, "query": "hi"}'),
+    (p.TASK_TOPIC, b'{"device_id": 12, "query": "hi"}'),
+    (p.TASK_TOPIC, b'{"device_id": "bad/+/#", "query": "hi"}'),
+    (p.TASK_TOPIC, b'{"device_id": "' + b"x" * 300 + b'", "query": "hi"}'),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "query": "hi", "confidence": NaN}'),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "query": "hi", "confidence": true}'),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "query": "hi", "conversation_id": "a/b"}'),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "query": "hi", "input_type": 3}'),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "query": "hi", "task_id": ""}'),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "query": "hi", "timestamp": false}'),
+    (p.TASK_TOPIC, b"[" * 5000 + b"]" * 5000),
+    (p.TASK_TOPIC, b'{"device_id": "garb", "transcription": "\xed\xa0\x80"}'),
+    (p.CANCEL_TOPIC, b"{}"),
+    (p.CANCEL_TOPIC, b"not json"),
+    ("naila/ai/processing/stt/garb", b'{"transcription": null, "confidence": 0.9}'),
+    ("naila/ai/processing/stt/garb", b'{"transcription": "hi", "confidence": -0.1}'),
+    ("naila/ai/processing/stt/garb", b'{"transcription": "hi", "confidence": 0.9, "timestamp": "soon"}'),
+    ("naila/ai/processing/stt/garb", b'{"transcription": "\\u0000\\u0007", "confidence": 0.9}'),
+]
+
+
+async def test_garbage_corpus_never_stops_the_server(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)) as srv:
+        for topic, payload in GARBAGE:
+            await bot.publish(topic, payload)
+        task_id = await bot.task("robot_ok", "hello after the garbage")
+        answer = await bot.answer(task_id)
+        errors = [r.data for r in bot.received if r.topic == p.error_topic("garb")]
+    assert answer["response"]["text"]
+    assert srv.stats.errors >= len(GARBAGE) - 1  # the control-character STT is answered as a repeat request
+    assert errors and all(e["error"] in ("invalid_payload", "empty_input") and e["message"] for e in errors)
+    # only the valid request and the unreadable-but-well-formed STT result got answers
+    assert sorted(a["target_device"] for a in bot.on(p.RESPONSE_TOPIC)) == ["garb", "robot_ok"]
+
+
+async def test_ten_devices_five_turns_each_are_answered_once_and_kept_apart(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    devices = [f"busy_{i}" for i in range(10)]
+    async with (
+        robot(mosquitto.host, mosquitto.port) as bot,
+        running(mosquitto, tmp_path, _model(tiny_model, max_tokens=8), queue_limit=64),
+    ):
+        sent: dict[str, list[str]] = {d: [] for d in devices}
+
+        async def talk(device: str) -> None:
+            for turn in range(5):
+                sent[device].append(await bot.task(device, f"{device} says number {turn}"))
+
+        await asyncio.gather(*(talk(d) for d in devices))
+        await bot.wait_for(lambda: len(bot.on(p.RESPONSE_TOPIC)) >= 50, within=120, what="50 answers")
+        await asyncio.sleep(0.5)  # a duplicate answer would arrive now
+    answers = bot.on(p.RESPONSE_TOPIC)
+    assert sorted(a["task_id"] for a in answers) == sorted(t for ids in sent.values() for t in ids)
+    for device in devices:  # each device answered in its own order
+        order = [a["task_id"] for a in answers if a["target_device"] == device]
+        assert order == sent[device]
+    with open_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        for device in devices:
+            humans = [m.content for m in conversation_messages(saver, device) if m.type == "human"]
+            assert humans == [f"{device} says number {turn}" for turn in range(5)]
