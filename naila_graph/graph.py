@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -19,6 +19,19 @@ from nodes.finalize import finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
 from prompts.persona import load_persona
+
+
+def _cheap_node(name: str, func: Callable[[dict[str, Any]], dict[str, Any]]) -> RunnableLambda:
+    """A node of microseconds of pure Python: run it on the event loop in async mode.
+
+    A plain sync node would be sent to a worker thread for every turn; the round trip costs more
+    than the node itself (measured by evals/bench_server.py).
+    """
+
+    async def on_loop(state: dict[str, Any]) -> dict[str, Any]:
+        return func(state)
+
+    return RunnableLambda(func, afunc=on_loop, name=name)
 
 
 def _after_input(state: NailaState) -> str:
@@ -49,10 +62,10 @@ def build_graph(
     generator = ResponseGenerator(chat_model, settings, persona, now, degraded_reason)
 
     graph = StateGraph(NailaState)
-    graph.add_node("process_input", make_process_input(settings))
-    graph.add_node("dispatch_action", make_dispatch_action(settings, now))
+    graph.add_node("process_input", _cheap_node("process_input", make_process_input(settings)))
+    graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(settings, now)))
     graph.add_node("generate_response", generator.as_runnable())
-    graph.add_node("finalize", finalize)  # type: ignore[type-var]
+    graph.add_node("finalize", _cheap_node("finalize", finalize))
     graph.add_edge(START, "process_input")
     graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])
     graph.add_conditional_edges("dispatch_action", _after_action, ["generate_response", "finalize"])

@@ -30,7 +30,7 @@ from naila_graph.memory import open_async_checkpointer
 from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, RecentIds
 from naila_graph.settings import MQTTSettings, NailaSettings
 from nodes.finalize import speakable_sentences
-from nodes.speech import SentenceSplitter, clean_for_speech
+from nodes.speech import SentenceSplitter, clean_for_speech, has_control_markup
 
 logger = logging.getLogger("naila.server")
 
@@ -107,6 +107,8 @@ class _SentenceStream:
         self.splitter = SentenceSplitter()
         self.sent: list[str] = []
         self.seq = 0
+        self.raw = ""
+        self.closed = False  # the final message went out as soon as the model finished
 
     async def _send(self, text: str, *, final: bool, replaced: bool = False) -> None:
         payload = p.stream_payload(self.request.task_id, self.seq, text, final=final, replaced=replaced)
@@ -114,14 +116,36 @@ class _SentenceStream:
         await self.server.publish(self.topic, payload)
 
     async def feed(self, text: str) -> None:
+        self.raw += text
         for sentence in self.splitter.feed(text):
             cleaned = clean_for_speech(sentence)
             if cleaned:
                 await self._send(cleaned, final=False)
                 self.sent.append(cleaned)
 
+    async def model_done(self) -> None:
+        """The model finished: send the last sentence now rather than after memory is written.
+
+        Only when the text will pass the generate_response validation unchanged; otherwise wait for the
+        graph's final answer (the fallback may replace it).
+        """
+        if self.closed or not self.raw.strip() or has_control_markup(self.raw):
+            return
+        rest = self.splitter.flush()
+        tail = clean_for_speech(rest) if rest else ""
+        if not self.sent and not tail:
+            return
+        if tail:
+            self.sent.append(tail)
+        await self._send(tail, final=True)
+        self.closed = True
+
     async def finish(self, answer: str) -> None:
         """The last message; tells the robot to drop what it had when the answer was replaced."""
+        if self.closed:
+            if " ".join(self.sent) != answer:
+                await self._send(answer, final=True, replaced=True)
+            return
         rest = self.splitter.flush()
         tail = clean_for_speech(rest) if rest else ""
         if self.sent and " ".join([*self.sent, tail] if tail else self.sent) == answer:
@@ -635,12 +659,16 @@ class NailaServer:
         )
         started = time.monotonic()
         try:
-            async for mode, payload in self._graph.astream(inputs, config, stream_mode=["messages", "values"]):
+            async for mode, payload in self._graph.astream(
+                inputs, config, stream_mode=["messages", "values"], durability="exit"
+            ):
                 if mode == "messages":
                     chunk, meta = payload
                     if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "generate_response":
                         if chunk.text:
                             await stream.feed(chunk.text)
+                        if chunk.response_metadata.get("finish_reason"):
+                            await stream.model_done()
                 else:
                     state = payload
         except (asyncio.CancelledError, GenerationCancelledError):
