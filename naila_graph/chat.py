@@ -53,46 +53,63 @@ def run_chat(args: argparse.Namespace) -> int:
     with open_checkpointer(settings.resolved_memory_url()) as saver:
         if args.new and clear_conversation(saver, thread_id):
             _eprint(f"naila: forgot conversation {thread_id!r}")
-        graph = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
         if interactive:
-            return _interactive(graph, args, thread_id)
+            return _interactive(model, settings, degraded_reason, args, thread_id)
+        graph = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
         assert text is not None
-        result = _turn(graph, text, args, thread_id, stream_to=None)
+        result = _turn(graph, text, args, thread_id)
         print(result["response_text"])
         if args.verbose:
             _report(result)
         return 0
 
 
-def _turn(graph: Any, text: str, args: argparse.Namespace, thread_id: str, stream_to: Any) -> dict[str, Any]:
+def _turn(graph: Any, text: str, args: argparse.Namespace, thread_id: str) -> dict[str, Any]:
     from naila_graph.graph import turn_config, turn_input
 
     inputs = turn_input(text, device_id=args.device, input_type="text")
+    return dict(graph.invoke(inputs, turn_config(thread_id, device_id=args.device)))
+
+
+async def _streamed_turn(
+    model: Any, settings: Any, degraded_reason: str | None, text: str, args: argparse.Namespace, thread_id: str
+) -> dict[str, Any]:
+    """One turn with the answer streamed to stdout. Async, so Ctrl-C cancels the generation itself:
+    asyncio.run turns SIGINT into cancelling this task, and the chat model stops at the next token."""
+    from naila_graph.graph import build_graph, turn_config, turn_input
+    from naila_graph.memory import open_async_checkpointer
+
+    out = sys.stdout
+    inputs = turn_input(text, device_id=args.device, input_type="text")
     config = turn_config(thread_id, device_id=args.device)
-    if stream_to is None:
-        return dict(graph.invoke(inputs, config))
     streamed = False
     final: dict[str, Any] = {}
-    for mode, payload in graph.stream(inputs, config, stream_mode=["messages", "values"]):
-        if mode == "messages":
-            chunk, meta = payload
-            if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "generate_response":
-                if chunk.text:
-                    stream_to.write(chunk.text)
-                    stream_to.flush()
-                    streamed = True
-        else:
-            final = payload
+    async with open_async_checkpointer(settings.resolved_memory_url()) as saver:
+        graph: Any = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
+        async for mode, payload in graph.astream(inputs, config, stream_mode=["messages", "values"]):
+            if mode == "messages":
+                chunk, meta = payload
+                if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "generate_response":
+                    if chunk.text:
+                        out.write(chunk.text)
+                        out.flush()
+                        streamed = True
+            else:
+                final = payload
     if not streamed:
-        stream_to.write(final.get("response_text", ""))
+        out.write(final.get("response_text", ""))
     elif final.get("response_source") != "llm":
-        stream_to.write("\n[the model failed; instead:] " + final.get("response_text", ""))
-    stream_to.write("\n")
-    stream_to.flush()
+        out.write("\n[the model failed; instead:] " + final.get("response_text", ""))
+    out.write("\n")
+    out.flush()
     return final
 
 
-def _interactive(graph: Any, args: argparse.Namespace, thread_id: str) -> int:
+def _interactive(
+    model: Any, settings: Any, degraded_reason: str | None, args: argparse.Namespace, thread_id: str
+) -> int:
+    import asyncio
+
     _eprint("NAILA is listening. Ctrl-C stops an answer, Ctrl-D leaves.")
     while True:
         try:
@@ -108,7 +125,7 @@ def _interactive(graph: Any, args: argparse.Namespace, thread_id: str) -> int:
             continue
         try:
             sys.stdout.write("naila> ")
-            result = _turn(graph, line, args, thread_id, stream_to=sys.stdout)
+            result = asyncio.run(_streamed_turn(model, settings, degraded_reason, line, args, thread_id))
         except KeyboardInterrupt:
             sys.stdout.write("\n")
             _eprint("[stopped]")

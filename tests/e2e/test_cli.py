@@ -132,3 +132,48 @@ def test_interactive_session_streams_and_survives_ctrl_d(tiny_env: dict[str, str
     _, status = os.waitpid(pid, 0)
     assert b"naila> It's" in out or b"naila> Right now" in out or b"naila> My clock" in out
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.real_model
+def test_ctrl_c_stops_the_answer_not_the_session(real_model: str) -> None:
+    import pty
+    import select
+    import time
+
+    env = {"LLM_MODEL_PATH": real_model, "LLM_MAX_TOKENS": "400", "LLM_TEMPERATURE": "0"}
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.environ.update(env)
+        os.execv(sys.executable, [sys.executable, "-m", "naila_graph.cli", "chat", "--verbose"])
+    out = b""
+
+    def read_until(marker: bytes, count: int = 1, timeout: float = 120) -> bool:
+        nonlocal out
+        end = time.time() + timeout
+        while out.count(marker) < count and time.time() < end:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    break
+        return out.count(marker) >= count
+
+    assert read_until(b"you> ")
+    os.write(fd, b"Please tell me a long, detailed story about a lighthouse keeper and her cat.\n")
+    assert read_until(b"naila> ")
+    before = len(out)
+    end = time.time() + 120
+    while len(out) < before + 40 and time.time() < end:  # the story is being streamed
+        read_until(b"\x00", timeout=0.5)
+    stopped_at = time.time()
+    os.write(fd, b"\x03")  # Ctrl-C
+    assert read_until(b"[stopped]", timeout=15), out[-500:]
+    assert time.time() - stopped_at < 10
+    assert read_until(b"you> ", count=2, timeout=15)
+    os.write(fd, b"What's 12 times 7?\n")
+    assert read_until(b"you> ", count=3, timeout=120), out[-500:]
+    os.write(fd, b"\x04")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    tail = out.split(b"What's 12 times 7?", 1)[1]
+    assert b"84" in tail and b"source=llm" in tail  # the session and the model still work
