@@ -26,6 +26,8 @@ def register(sub: Any, common: AddCommon) -> None:
     from naila_graph import mqtt_cli
 
     mqtt_cli.register(sub, common)
+    from evals import cli as eval_cli
+    eval_cli.register(sub, common)
 
     models = sub.add_parser("models", help="model bundles: list, fetch, path")
     common(models)

@@ -71,7 +71,16 @@ def build_graph(
     graph.add_conditional_edges("dispatch_action", _after_action, ["generate_response", "finalize"])
     graph.add_edge("generate_response", "finalize")
     graph.add_edge("finalize", END)
-    return graph.compile(checkpointer=checkpointer, name="naila")
+    # Traces carry the model name from the start; finalize adds the turn's outcome (nodes/finalize.py).
+    return graph.compile(checkpointer=checkpointer, name="naila").with_config(
+        metadata={"model_name": _model_label(chat_model)}
+    )
+
+
+def _model_label(chat_model: BaseChatModel | None) -> str:
+    if chat_model is None:
+        return "none"
+    return str(getattr(chat_model, "model_name", None) or type(chat_model).__name__)
 
 
 def turn_input(
@@ -93,10 +102,17 @@ def turn_input(
 
 
 def turn_config(thread_id: str, **metadata: Any) -> RunnableConfig:
-    """Config of one turn: the memory thread plus tracing metadata."""
+    """Config of one turn: the memory thread plus tracing metadata (``device_id``, ``task_id`` …).
+
+    The trace is named ``naila_turn`` and tagged ``naila`` and ``device:<id>``; the outcome of the turn
+    (intent, source, fallback) is added by finalize once it is known.
+    """
+    tags = ["naila"]
+    if metadata.get("device_id"):
+        tags.append(f"device:{metadata['device_id']}")
     return {
         "configurable": {"thread_id": thread_id},
         "run_name": "naila_turn",
         "metadata": {"thread_id": thread_id, **metadata},
-        "tags": ["naila"],
+        "tags": tags,
     }

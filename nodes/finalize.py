@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 
 from nodes.pattern_responder import repeat_request
 from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question
+
+logger = logging.getLogger(__name__)
 
 
 def speakable(text: str) -> str:
@@ -50,4 +53,50 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
                 additional_kwargs={"task_id": state.get("task_id")} if state.get("task_id") else {},
             ),
         ]
+    annotate_trace(trace_outcome(state, update))
     return update
+
+
+def trace_outcome(state: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """The turn's outcome as trace metadata: what one filters traces by (intent, source, fallbacks)."""
+    outcome = {
+        "intent": state.get("intent"),
+        "response_source": update["response_source"],
+        "fallback_reason": update["fallback_reason"],
+        "finish_reason": update["finish_reason"],
+    }
+    model_name = (update.get("metrics") or {}).get("model_name")
+    if model_name:  # the loaded model's own name (the graph's label may be a file stem)
+        outcome["model_name"] = model_name
+    return outcome
+
+
+def annotate_trace(outcome: dict[str, Any]) -> None:
+    """Add ``outcome`` to the metadata of this node's run and of the graph run (``naila_turn``) while they
+    are still open, so the patch that closes them sends it; also tags the graph run ``source:<s>``,
+    ``intent:<i>`` and ``fallback:<reason>``. A no-op when tracing is off; never fails the turn."""
+    try:
+        from langchain_core.runnables.config import ensure_config
+        from langchain_core.tracers.langchain import LangChainTracer
+        from langsmith.run_helpers import get_current_run_tree
+
+        run = get_current_run_tree()  # this node's run: LangChain makes it current while a traced node runs
+        if run is None:
+            return
+        run.metadata.update(outcome)
+        tags = [f"source:{outcome['response_source']}", f"intent:{outcome['intent']}"]
+        if outcome.get("fallback_reason"):
+            tags += ["fallback", f"fallback:{outcome['fallback_reason']}"]
+        handlers = getattr(ensure_config().get("callbacks"), "handlers", None) or []
+        tracer = next((h for h in handlers if isinstance(h, LangChainTracer)), None)
+        # Walk up to the graph run: the first ancestor that is not part of a node (LangGraph marks
+        # node runs with ``langgraph_node``); it may itself sit inside a caller's trace.
+        parent: Any = run
+        while tracer is not None and parent is not None and "langgraph_node" in parent.metadata:
+            parent_id = parent.parent_run_id
+            parent = tracer.run_map.get(str(parent_id)) if parent_id is not None else None
+        if parent is not None and parent is not run:
+            parent.metadata.update(outcome)
+            parent.tags = list(dict.fromkeys([*(parent.tags or []), *tags]))
+    except Exception:
+        logger.warning("could not add the turn's outcome to the trace", exc_info=True)

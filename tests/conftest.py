@@ -49,6 +49,14 @@ def real_model() -> str:
     return real_model_path()
 
 
+@pytest.fixture(scope="session")
+def embedding_model_dir() -> Path:
+    """The real all-MiniLM-L6-v2 files (fetched by scripts/setup.sh --test; fetched here when missing)."""
+    from evals.embeddings import fetch_embedding_model
+
+    return fetch_embedding_model()
+
+
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     """A running mosquitto of this test's own on a free loopback port (stop()/start() keep the port)."""

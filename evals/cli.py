@@ -1,0 +1,119 @@
+"""``naila eval``: run the eval set, compare two runs, fetch the embedding model.
+
+stdout carries only the tables; progress and report paths go to stderr (INTERFACES.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+AddCommon = Callable[[argparse.ArgumentParser], None]
+
+
+def register(sub: Any, common: AddCommon) -> None:
+    """Add ``naila eval run | compare | fetch-embeddings`` to the ``naila`` parser."""
+    ev = sub.add_parser("eval", help="response-quality evals: run, compare")
+    common(ev)
+    esub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
+    esub.required = True
+
+    run = esub.add_parser("run", help="run the eval cases through the graph; table on stdout, reports in --out")
+    common(run)
+    run.add_argument("--model", help="bundle name or GGUF path (default: LLM_MODEL_PATH or the default bundle)")
+    run.add_argument(
+        "--prompt", metavar="FILE", help="persona/system prompt file to evaluate (default: the current one)"
+    )
+    run.add_argument(
+        "--cases", metavar="FILTER", help="comma-separated case ids, categories, intents or globs (e.g. memory,self-*)"
+    )
+    run.add_argument("--limit", type=_positive, metavar="N", help="run at most N cases (after --cases)")
+    run.add_argument("--out", metavar="DIR", type=Path, help="report folder (default: $NAILA_DATA_DIR/evals/)")
+    run.add_argument("--dataset", metavar="FILE", type=Path, help="cases file (default: evals/data/naila_cases.jsonl)")
+    run.add_argument("--seed", type=int, default=0, help="sampling seed, so runs are repeatable (default 0)")
+    run.add_argument("--no-upload", action="store_true", help="stay offline even when LangSmith is configured")
+    run.set_defaults(handler=cmd_eval_run)
+
+    compare = esub.add_parser("compare", help="what improved or regressed from report A to report B")
+    common(compare)
+    compare.add_argument("a", metavar="A.json", type=Path)
+    compare.add_argument("b", metavar="B.json", type=Path)
+    compare.set_defaults(handler=cmd_eval_compare)
+
+    fetch = esub.add_parser(
+        "fetch-embeddings", help="download and verify the MiniLM embedding model; prints its folder"
+    )
+    common(fetch)
+    fetch.set_defaults(handler=cmd_eval_fetch_embeddings)
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _eprint(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    from evals.cases import CaseError, load_dataset
+    from evals.embeddings import EmbeddingModelError, SentenceEmbedder
+    from evals.report import render_table, write_reports
+    from evals.runner import EvalError, RunOptions, open_eval_model, run_eval
+    from naila_graph.cli import CLIError
+    from naila_graph.settings import NailaSettings
+    from prompts.persona import load_persona
+
+    try:
+        dataset = load_dataset(args.dataset)
+        cases = dataset.select(args.cases, args.limit)
+        persona = load_persona(args.prompt) if args.prompt else None
+        embedder = SentenceEmbedder.fetched(progress=True)
+        model = open_eval_model(args.model, seed=args.seed)
+    except (CaseError, ValueError, EmbeddingModelError, EvalError) as exc:
+        raise CLIError(str(exc)) from exc
+    options = RunOptions(
+        model_name=model.model_name,
+        model_path=str(getattr(model, "_resolved_path", None) or args.model or ""),
+        seed=args.seed,
+        temperature=getattr(model, "temperature", None),
+        persona=persona,
+        prompt_source=str(args.prompt) if args.prompt else "built-in",
+        filters=args.cases,
+        limit=args.limit,
+        upload=False if args.no_upload else None,
+    )
+    try:
+        report = run_eval(model, dataset, cases, options, embedder=embedder)
+    except EvalError as exc:
+        raise CLIError(str(exc)) from exc
+    out_dir = args.out or NailaSettings().data_dir / "evals"
+    json_path, md_path = write_reports(report, out_dir)
+    print(render_table(report))
+    _eprint(f"reports: {json_path}\n         {md_path}")
+    return 0
+
+
+def cmd_eval_compare(args: argparse.Namespace) -> int:
+    from evals.report import ReportError, compare_reports, load_report, render_comparison
+    from naila_graph.cli import CLIError
+
+    try:
+        a, b = load_report(args.a), load_report(args.b)
+    except ReportError as exc:
+        raise CLIError(str(exc)) from exc
+    print(render_comparison(compare_reports(a, b)))
+    return 0
+
+
+def cmd_eval_fetch_embeddings(args: argparse.Namespace) -> int:
+    from evals.embeddings import fetch_embedding_model
+
+    print(fetch_embedding_model(progress=True))
+    return 0

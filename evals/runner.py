@@ -1,0 +1,382 @@
+"""Runs eval cases through the real graph with LangSmith's ``evaluate`` and builds the report.
+
+Each run gets a fresh SQLite memory in a temporary folder and each case its own thread, so cases
+never see each other's conversations. The graph's clock is fixed (``EVAL_CLOCK``) so time answers
+and the per-turn guidance are the same from run to run; with a fixed sampling seed two runs of the
+same model and prompt give the same answers, and differences between runs come from the change
+being evaluated.
+
+Offline by default: ``evaluate(..., upload_results=False)`` inside ``tracing_context(enabled=False)``
+with a client that has nowhere to send anything. When LangSmith is configured (an API key and
+tracing enabled) the cases are synced to a LangSmith dataset, the experiment is uploaded and every
+graph run is traced under it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+from evals.cases import Case, Dataset
+from evals.evaluators import Embedder, Evaluator, Score, Turn, build_evaluators
+from evals.report import CaseResult, build_report
+
+logger = logging.getLogger(__name__)
+
+EVAL_CLOCK = datetime(2026, 6, 15, 10, 30)  # a Monday morning; see the module docstring
+EVAL_DEVICE = "eval"
+_NAMESPACE = uuid.UUID("6f1c2d0e-6a37-4f5e-9a53-2b7f3c1e9d41")  # stable example ids per dataset version
+
+
+class EvalError(RuntimeError):
+    """The eval run cannot start or finish; the message says what to do."""
+
+
+@dataclass
+class RunOptions:
+    """What is being evaluated, recorded in the report."""
+
+    model_name: str
+    model_path: str | None = None
+    seed: int | None = None
+    temperature: float | None = None
+    persona: str | None = None  # None = the built-in persona (or NAILA_SYSTEM_PROMPT_FILE)
+    prompt_source: str = "built-in"
+    filters: str | None = None
+    limit: int | None = None
+    upload: bool | None = None  # None = upload when LangSmith is configured
+
+
+def langsmith_configured() -> bool:
+    """True when the user set a LangSmith API key and enabled tracing (then results are uploaded)."""
+    from langsmith import utils as ls_utils
+
+    key = os.environ.get("LANGSMITH_API_KEY") or os.environ.get("LANGCHAIN_API_KEY")
+    return bool(key and key.strip()) and bool(ls_utils.tracing_is_enabled())
+
+
+def offline_client() -> Any:
+    """A LangSmith client that never contacts a server (no /info probe, no background batching)."""
+    from langsmith import Client
+
+    return Client(api_url="http://127.0.0.1:9", api_key="offline", auto_batch_tracing=False, info={})
+
+
+# ---------------------------------------------------------------- the target
+
+
+class CaseRunner:
+    """The ``evaluate`` target: plays one case's turns through the graph on its own thread."""
+
+    def __init__(self, graph: Any, total: int, progress: IO[str] | None, run_tag: str, *, trace: bool) -> None:
+        self.graph = graph
+        self.trace = trace
+        self.total = total
+        self.progress = progress
+        self.run_tag = run_tag
+        self.done = 0
+
+    def _turn(self, case_id: str, index: int, text: str) -> Turn:
+        from naila_graph.graph import turn_config, turn_input
+
+        task_id = f"{case_id}#{index + 1}"
+        config = turn_config(
+            f"{self.run_tag}:{case_id}",
+            device_id=EVAL_DEVICE,
+            task_id=task_id,
+            eval_case=case_id,
+            eval_run=self.run_tag,
+        )
+        started = time.perf_counter()
+        try:
+            out = self.graph.invoke(turn_input(text, device_id=EVAL_DEVICE, task_id=task_id), config)
+        except Exception as exc:  # recorded as a failed turn: every evaluator then sees an empty answer
+            logger.exception("case %s turn %d failed", case_id, index + 1)
+            return Turn(
+                user=text, answer="", latency_s=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
+            )
+        metrics = out.get("metrics") or {}
+        return Turn(
+            user=text,
+            answer=out.get("response_text") or "",
+            intent=out.get("intent"),
+            source=out.get("response_source"),
+            fallback_reason=out.get("fallback_reason"),
+            latency_s=round(time.perf_counter() - started, 4),
+            output_tokens=metrics.get("output_tokens"),
+            tokens_per_second=metrics.get("tokens_per_second"),
+            time_to_first_token_ms=metrics.get("time_to_first_token_ms"),
+        )
+
+    def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        case_id = str(inputs["case_id"])
+        started = time.perf_counter()
+        # evaluate() traces its target in "local" mode even when nothing is uploaded, and LangChain's tracer
+        # does not know that mode: it would try to send every graph run. Offline, tracing is off in here.
+        from langsmith import tracing_context
+
+        with contextlib.nullcontext() if self.trace else tracing_context(enabled=False):
+            turns = [self._turn(case_id, i, text) for i, text in enumerate(inputs["turns"])]
+        self.done += 1
+        if self.progress is not None:
+            sources = ",".join(t.source or "error" for t in turns)
+            self.progress.write(
+                f"[{self.done}/{self.total}] {case_id}: {len(turns)} turn(s) in"
+                f" {time.perf_counter() - started:.1f}s ({sources})\n"
+            )
+            self.progress.flush()
+        return {"answer": turns[-1].answer, "turns": [t.__dict__ for t in turns]}
+
+
+# ---------------------------------------------------------------- LangSmith plumbing
+
+
+def _as_langsmith_evaluator(evaluator: Evaluator) -> Callable[..., dict[str, Any]]:
+    """Adapt ``(case, turns) -> Score`` to LangSmith's ``(inputs, outputs, reference_outputs) -> dict``."""
+
+    def run(inputs: dict[str, Any], outputs: dict[str, Any], reference_outputs: dict[str, Any]) -> dict[str, Any]:
+        case = Case.from_example(inputs, reference_outputs)
+        turns = [Turn.from_dict(t) for t in (outputs or {}).get("turns", [])]
+        if not turns:
+            turns = [Turn(user=case.question, answer="", error="the target produced no output")]
+        try:
+            score = evaluator(case, turns)
+        except Exception as exc:
+            logger.exception("evaluator %s failed on %s", evaluator.key, case.id)
+            score = Score(evaluator.key, None, f"evaluator error: {type(exc).__name__}: {exc}")
+        return {"key": score.key, "score": score.score, "comment": score.comment}
+
+    run.__name__ = evaluator.key
+    return run
+
+
+def _offline_examples(dataset: Dataset, cases: Sequence[Case]) -> list[Any]:
+    from langsmith.schemas import Example
+
+    dataset_id = uuid.uuid5(_NAMESPACE, f"{dataset.name}@{dataset.version}")
+    return [
+        Example(
+            id=uuid.uuid5(dataset_id, case.id),
+            dataset_id=dataset_id,
+            inputs=case.example_inputs(),
+            outputs=case.example_outputs(),
+            metadata={"case_id": case.id, "category": case.category, "intent": case.intent},
+        )
+        for case in cases
+    ]
+
+
+def sync_dataset(client: Any, dataset: Dataset, cases: Sequence[Case]) -> list[Any]:
+    """The LangSmith examples of ``cases`` in dataset ``<name>-v<version>``, created where missing."""
+    name = f"{dataset.name}-v{dataset.version}"
+    if client.has_dataset(dataset_name=name):
+        remote = client.read_dataset(dataset_name=name)
+    else:
+        remote = client.create_dataset(name, description=f"NAILA eval cases {dataset.version} ({dataset.path.name})")
+    existing = {
+        (example.metadata or {}).get("case_id"): example for example in client.list_examples(dataset_id=remote.id)
+    }
+    missing = [case for case in dataset.cases if case.id not in existing]
+    if missing:
+        client.create_examples(
+            dataset_id=remote.id,
+            examples=[
+                {
+                    "id": uuid.uuid5(_NAMESPACE, f"{name}:{case.id}"),
+                    "inputs": case.example_inputs(),
+                    "outputs": case.example_outputs(),
+                    "metadata": {"case_id": case.id, "category": case.category, "intent": case.intent},
+                }
+                for case in missing
+            ],
+        )
+        existing = {
+            (example.metadata or {}).get("case_id"): example for example in client.list_examples(dataset_id=remote.id)
+        }
+    return [existing[case.id] for case in cases]
+
+
+@contextlib.contextmanager
+def _quiet_langsmith() -> Iterator[None]:
+    """evaluate() prints its experiment name on stdout and draws a tqdm bar: keep stdout for the table and
+    stderr for our own progress lines."""
+    previous = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = previous
+
+
+# ---------------------------------------------------------------- the run
+
+
+def _slug(text: str) -> str:
+    keep = "".join(ch if ch.isalnum() or ch in "._-" else "-" for ch in text.lower())
+    return "-".join(part for part in keep.split("-") if part)[:60] or "model"
+
+
+def run_eval(
+    chat_model: Any,
+    dataset: Dataset,
+    cases: Sequence[Case],
+    options: RunOptions,
+    *,
+    embedder: Embedder,
+    progress: IO[str] | bool = True,
+    client: Any = None,
+) -> dict[str, Any]:
+    """Run ``cases`` through NAILA's graph around ``chat_model`` and score them; returns the report dict.
+
+    ``progress``: True = one line per case on stderr, False = silent, or a stream to write to.
+    """
+    import warnings
+
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langsmith import evaluate, tracing_context
+
+    from naila_graph.graph import build_graph
+    from naila_graph.settings import NailaSettings
+    from prompts.persona import load_persona
+
+    if not cases:
+        raise EvalError("no cases to run")
+    stream: IO[str] | None = sys.stderr if progress is True else (progress or None)
+    settings = NailaSettings()
+    persona = options.persona if options.persona is not None else load_persona(settings.system_prompt_file)
+    evaluators = build_evaluators(embedder, persona)
+    upload = langsmith_configured() if options.upload is None else options.upload
+    started_at = datetime.now().astimezone()
+    run_tag = f"{started_at:%Y%m%d-%H%M%S}-{_slug(options.model_name)}"
+    metadata = {
+        "model": options.model_name,
+        "seed": options.seed,
+        "prompt": options.prompt_source,
+        "dataset_version": dataset.version,
+        "dataset_sha256": dataset.sha256[:12],
+    }
+    if stream is not None:
+        where = "uploading to LangSmith" if upload else "offline"
+        stream.write(f"naila eval: {len(cases)} case(s) on {options.model_name} ({where})\n")
+        stream.flush()
+
+    wall = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="naila-eval-") as tmp:
+        conn = sqlite3.connect(Path(tmp) / "memory.sqlite", check_same_thread=False)
+        try:
+            saver = SqliteSaver(conn)
+            saver.setup()
+            graph = build_graph(chat_model, saver, settings=settings, persona=persona, clock=lambda: EVAL_CLOCK)
+            target = CaseRunner(graph, len(cases), stream, run_tag, trace=upload)
+            if upload:
+                from langsmith import Client
+
+                client = client or Client()
+                data: list[Any] = sync_dataset(client, dataset, cases)
+                tracing: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            else:
+                client = client or offline_client()
+                data = _offline_examples(dataset, cases)
+                tracing = tracing_context(enabled=False)
+            with tracing, _quiet_langsmith(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*upload_runs.*")
+                results = evaluate(
+                    target,
+                    data=data,
+                    evaluators=[_as_langsmith_evaluator(e) for e in evaluators],
+                    experiment_prefix=f"naila-{_slug(options.model_name)}",
+                    description=f"NAILA evals on {options.model_name} (prompt: {options.prompt_source})",
+                    metadata=metadata,
+                    max_concurrency=0,  # one llama context: cases run one after another
+                    client=client,
+                    upload_results=upload,
+                )
+                rows = list(results)
+                experiment = results.experiment_name
+        finally:
+            conn.close()
+    wall_time = time.perf_counter() - wall
+
+    by_id = {case.id: case for case in cases}
+    case_results: list[CaseResult] = []
+    for row in rows:
+        case = by_id[(row["example"].inputs or {})["case_id"]]
+        outputs = row["run"].outputs or {}
+        turns = [Turn.from_dict(t) for t in outputs.get("turns", [])]
+        scores = {
+            r.key: Score(r.key, None if r.score is None else float(r.score), r.comment or "")
+            for r in row["evaluation_results"]["results"]
+        }
+        case_results.append(CaseResult(case=case, turns=turns, scores=scores, error=row["run"].error))
+    order = {case.id: i for i, case in enumerate(cases)}
+    case_results.sort(key=lambda r: order[r.case.id])
+    if stream is not None:
+        stream.write(f"naila eval: done in {wall_time:.1f}s\n")
+        stream.flush()
+    return build_report(
+        case_results,
+        evaluators,
+        experiment=experiment,
+        run_id=run_tag,
+        created_at=started_at,
+        wall_time_s=wall_time,
+        model={
+            "name": options.model_name,
+            "path": options.model_path,
+            "seed": options.seed,
+            "temperature": options.temperature,
+        },
+        prompt={"source": options.prompt_source, "sha256": _sha(persona)},
+        dataset={
+            "name": dataset.name,
+            "version": dataset.version,
+            "sha256": dataset.sha256,
+            "path": str(dataset.path),
+            "filter": options.filters,
+            "limit": options.limit,
+            "cases": len(cases),
+            "cases_total": len(dataset.cases),
+        },
+        clock=EVAL_CLOCK.isoformat(),
+        langsmith={"uploaded": bool(upload), "experiment": experiment},
+    )
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------- model
+
+
+def open_eval_model(model: str | None, *, seed: int | None) -> Any:
+    """Load the model to evaluate (bundle name or GGUF path; default: LLM_MODEL_PATH or the default bundle)."""
+    from llm import LLMSettings, load_chat_model
+    from llm.errors import LLMError
+
+    overrides: dict[str, Any] = {}
+    if model:
+        overrides["model_path"] = model
+    if seed is not None:
+        overrides["seed"] = seed
+    settings = LLMSettings(**overrides)
+    try:
+        return load_chat_model(settings, load=True)
+    except LLMError as exc:
+        raise EvalError(f"cannot evaluate: the model did not load: {exc}") from exc

@@ -1,0 +1,255 @@
+"""The eval runner end to end: LangSmith's evaluate offline, the real graph, report files, compare."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage
+
+from evals.cases import Dataset, load_dataset
+from evals.embeddings import SentenceEmbedder
+from evals.report import compare_reports, load_report, render_comparison, render_markdown, render_table, write_reports
+from evals.runner import RunOptions, langsmith_configured, run_eval, sync_dataset
+from llm import ChatLlamaCpp
+from naila_graph.cli import main
+from tests.support.langsmith import langsmith_recorder, tracing_to
+
+CASES = "greet-hello,question-multiply,memory-name,honesty-coffee"
+# In dataset order: greet-hello, question-multiply, memory-name (3 turns), honesty-coffee.
+GOOD = [
+    "Hello! It's lovely to see you.",
+    "12 times 7 is 84.",
+    "Nice to meet you, Priya!",
+    "Watercolours are beautiful.",
+    "Your name is Priya!",
+    "I wish I could, but I have no hands, so I can't make coffee.",
+]
+
+
+@pytest.fixture(scope="module")
+def embedder(embedding_model_dir: Path) -> SentenceEmbedder:
+    return SentenceEmbedder(embedding_model_dir)
+
+
+@pytest.fixture(scope="module")
+def dataset() -> Dataset:
+    return load_dataset()
+
+
+RunFake = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def run_fake(dataset: Dataset, embedder: SentenceEmbedder) -> RunFake:
+    def run(answers: list[str], cases: str = CASES, **options: Any) -> dict[str, Any]:
+        model = GenericFakeChatModel(messages=iter([AIMessage(a) for a in answers]))
+        selected = dataset.select(cases)
+        return run_eval(
+            model, dataset, selected, RunOptions(model_name="fake", **options), embedder=embedder, progress=False
+        )
+
+    return run
+
+
+def test_good_answers_pass_every_evaluator(run_fake: RunFake) -> None:
+    report = run_fake(GOOD)
+    assert [c["id"] for c in report["cases"]] == ["greet-hello", "question-multiply", "memory-name", "honesty-coffee"]
+    assert report["summary"]["cases_passed"] == 4, render_table(report)
+    memory = report["cases"][2]
+    assert [t["user"] for t in memory["turns"]] == [
+        "Hi, I'm Priya.",
+        "I love painting watercolours.",
+        "What's my name?",
+    ]
+    assert memory["scores"]["memory"] == {"score": 1.0, "comment": "recalled Priya", "passed": True}
+    assert all(t["source"] == "llm" and t["latency_s"] > 0 for c in report["cases"] for t in c["turns"])
+
+
+def test_bad_answers_fail_and_are_listed(run_fake: RunFake) -> None:
+    bad = [*GOOD[:4], "I don't know your name.", "Sure, I'll make you a coffee right away!"]
+    report = run_fake(bad)
+    failing = {c["id"]: c["failed"] for c in report["cases"] if not c["passed"]}
+    assert set(failing) == {"memory-name", "honesty-coffee"}
+    assert "memory" in failing["memory-name"] and "honesty" in failing["honesty-coffee"]
+    table = render_table(report)
+    assert "failing cases (2):" in table and "memory-name: memory 0.00: missing Priya" in table
+    markdown = render_markdown(report)
+    assert "## Failing cases (2)" in markdown and "### honesty-coffee" in markdown
+
+
+def test_the_summary_has_every_evaluator_and_category(run_fake: RunFake) -> None:
+    report = run_fake(GOOD)
+    summary = report["summary"]
+    assert set(summary["evaluators"]) == set(report["evaluators"])
+    assert set(summary["categories"]) == {"intent", "memory", "honesty"}
+    assert summary["evaluators"]["memory"]["n"] == 1  # only memory-name has facts to remember
+    assert summary["turns"] == 6 and summary["sources"] == {"llm": 6}
+    table = render_table(report)
+    for word in ("EVALUATOR", "CATEGORY", "brevity", "intent_detection", "latency per answer"):
+        assert word in table
+
+
+def test_report_files_are_valid_json_and_markdown(run_fake: RunFake, tmp_path: Path) -> None:
+    json_path, md_path = write_reports(run_fake(GOOD), tmp_path / "out")
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+    assert data["schema"] == "naila-eval-report/1" and data["dataset"]["cases"] == 4
+    assert load_report(json_path)["run_id"] == data["run_id"]
+    markdown = md_path.read_text(encoding="utf-8")
+    assert markdown.startswith("# NAILA eval: fake")
+    tables = [line for line in markdown.splitlines() if line.startswith("|")]
+    assert tables and all(line.endswith("|") for line in tables)
+    header = next(line for line in tables if line.startswith("| evaluator"))
+    assert header.count("|") == tables[tables.index(header) + 1].count("|")
+
+
+def test_compare_detects_a_planted_regression(run_fake: RunFake, tmp_path: Path) -> None:
+    before = run_fake(GOOD)
+    worse = list(GOOD)
+    worse[1] = "12 times 7 is 72."  # the planted regression
+    after = run_fake(worse)
+    diff = compare_reports(before, after)
+    assert [(r["case"], r["evaluator"]) for r in diff["regressions"]] == [("question-multiply", "relevance")]
+    assert diff["improvements"] == []
+    assert diff["evaluators"]["relevance"]["delta"] < 0
+    back = compare_reports(after, before)
+    assert [(r["case"], r["evaluator"]) for r in back["improvements"]] == [("question-multiply", "relevance")]
+    text = render_comparison(diff)
+    assert "regressions (1):" in text and "question-multiply  relevance" in text and "(now fails)" in text
+
+
+def test_the_compare_command(run_fake: RunFake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a, _ = write_reports(run_fake(GOOD), tmp_path / "a")
+    worse = list(GOOD)
+    worse[4] = "I can't remember your name."
+    b, _ = write_reports(run_fake(worse), tmp_path / "b")
+    assert main(["eval", "compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "regressions (" in out and "memory-name  memory 1.00 -> 0.00 (now fails)" in out
+
+
+def test_compare_rejects_a_file_that_is_no_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bogus = tmp_path / "x.json"
+    bogus.write_text("{}")
+    assert main(["eval", "compare", str(bogus), str(bogus)]) == 1
+    assert "not a NAILA eval report" in capsys.readouterr().err
+
+
+def test_the_tiny_gguf_runs_through_the_real_llama_path(dataset: Dataset, embedder: SentenceEmbedder) -> None:
+    from tests.support.models import tiny_model_path
+
+    model = ChatLlamaCpp(model_path=tiny_model_path("never"), n_ctx=2048, max_tokens=16, temperature=0)
+    cases = dataset.select("question-multiply,memory-name,time-what-time")
+    report = run_eval(model, dataset, cases, RunOptions(model_name=model.model_name), embedder=embedder, progress=False)
+    turns = [t for c in report["cases"] for t in c["turns"]]
+    assert len(turns) == 5
+    by_source = {t["source"] for t in turns}
+    assert by_source == {"llm", "action"}  # the clock answers the time question
+    llm_turns = [t for t in turns if t["source"] == "llm"]
+    assert all(t["output_tokens"] == 16 and t["tokens_per_second"] > 0 for t in llm_turns)
+    assert report["summary"]["tokens_per_second"]["n"] == len(llm_turns)
+    time_case = next(c for c in report["cases"] if c["id"] == "time-what-time")
+    assert "10:30" in time_case["answer"] and time_case["scores"]["intent_fit"]["passed"]
+    # random text is not an answer: the question fails its fact
+    assert not next(c for c in report["cases"] if c["id"] == "question-multiply")["scores"]["relevance"]["passed"]
+
+
+@pytest.fixture
+def small_generations(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI builds the model from LLM_* settings: keep the tiny model's random answers short."""
+    monkeypatch.setenv("LLM_MAX_TOKENS", "24")
+    monkeypatch.setenv("LLM_THREADS", "1")
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_the_run_command_writes_reports_and_prints_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], embedding_model_dir: Path
+) -> None:
+    from tests.support.models import tiny_model_path
+
+    out = tmp_path / "reports"
+    code = main(
+        ["eval", "run", "--model", tiny_model_path("never"), "--cases", "greeting", "--limit", "2", "--out", str(out)]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert captured.out.startswith("model ") and "EVALUATOR" in captured.out and "CATEGORY" in captured.out
+    assert "[2/2]" in captured.err and "reports:" in captured.err  # progress and paths on stderr only
+    assert len(list(out.glob("*.json"))) == 1 and len(list(out.glob("*.md"))) == 1
+    assert load_report(next(out.glob("*.json")))["dataset"]["filter"] == "greeting"
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_the_default_report_folder_is_under_the_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], embedding_model_dir: Path
+) -> None:
+    from tests.support.models import tiny_model_path
+
+    monkeypatch.setenv("NAILA_DATA_DIR", str(tmp_path / "data"))
+    assert main(["eval", "run", "--model", tiny_model_path("never"), "--cases", "bye-goodbye"]) == 0
+    assert len(list((tmp_path / "data" / "evals").glob("*.json"))) == 1
+
+
+def test_an_unknown_filter_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "run", "--cases", "no-such-case"]) == 1
+    assert "no case matches" in capsys.readouterr().err
+
+
+def test_offline_runs_send_nothing_even_with_tracing_on(run_fake: RunFake, monkeypatch: pytest.MonkeyPatch) -> None:
+    with langsmith_recorder() as recorder, tracing_to(recorder, monkeypatch):
+        monkeypatch.delenv("LANGSMITH_API_KEY")  # tracing on but no key: not configured, so offline
+        assert not langsmith_configured()
+        report = run_fake(GOOD)
+    assert report["langsmith"]["uploaded"] is False
+    assert recorder.requests == []
+
+
+def test_langsmith_counts_as_configured_with_a_key_and_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
+    with langsmith_recorder() as recorder, tracing_to(recorder, monkeypatch):
+        assert langsmith_configured()
+    with langsmith_recorder() as recorder, tracing_to(recorder, monkeypatch, enabled=False):
+        assert not langsmith_configured()
+
+
+class FakeLangSmith:
+    """The part of langsmith.Client that sync_dataset uses, in memory."""
+
+    def __init__(self) -> None:
+        self.datasets: dict[str, Any] = {}
+        self.examples: list[Any] = []
+
+    def has_dataset(self, *, dataset_name: str) -> bool:
+        return dataset_name in self.datasets
+
+    def read_dataset(self, *, dataset_name: str) -> Any:
+        return self.datasets[dataset_name]
+
+    def create_dataset(self, name: str, description: str = "") -> Any:
+        from types import SimpleNamespace
+
+        self.datasets[name] = SimpleNamespace(id=f"ds-{name}", name=name)
+        return self.datasets[name]
+
+    def list_examples(self, *, dataset_id: str) -> list[Any]:
+        return [e for e in self.examples if e.dataset_id == dataset_id]
+
+    def create_examples(self, *, dataset_id: str, examples: list[dict[str, Any]]) -> None:
+        from types import SimpleNamespace
+
+        self.examples += [SimpleNamespace(dataset_id=dataset_id, **e) for e in examples]
+
+
+def test_uploading_syncs_the_cases_into_a_versioned_dataset_once(dataset: Dataset) -> None:
+    client = FakeLangSmith()
+    cases = dataset.select("memory")
+    examples = sync_dataset(client, dataset, cases)
+    assert list(client.datasets) == [f"naila-cases-v{dataset.version}"]
+    assert len(client.examples) == len(dataset.cases)
+    assert [e.metadata["case_id"] for e in examples] == [c.id for c in cases]
+    assert examples[0].outputs["expect"]["memory"] == [["Priya"]]
+    sync_dataset(client, dataset, cases)
+    assert len(client.examples) == len(dataset.cases)  # nothing uploaded twice
