@@ -76,7 +76,7 @@ def _broker() -> Iterator[tuple[int, str]]:
         return
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\n")
         proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(200):
@@ -177,6 +177,8 @@ async def _server_part(model_path: str | None, devices: int, turns: int) -> tupl
                         "tps": m["tokens_per_second"] or 0.0,
                     }
                     sample["overhead_ms"] = sample["final_ms"] - sample["model_ms"]
+                    tl = m.get("timeline_ms") or {}
+                    _eprint(f"    server timeline ms: {tl}")
                     samples.append(sample)
                     _eprint(
                         f"turn {turn + 1}/{turns} {device}: first sentence {sample['first_sentence_ms']:.0f} ms,"

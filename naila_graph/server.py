@@ -658,6 +658,11 @@ class NailaServer:
             request.thread_id, device_id=request.device_id, task_id=request.task_id, input_type=request.input_type
         )
         started = time.monotonic()
+        timeline: dict[str, float] = {}  # ms since the turn started: where the time of an answer goes
+
+        def mark(name: str) -> None:
+            timeline.setdefault(name, round((time.monotonic() - started) * 1000, 1))
+
         try:
             async for mode, payload in self._graph.astream(
                 inputs, config, stream_mode=["messages", "values"], durability="exit"
@@ -666,8 +671,12 @@ class NailaServer:
                     chunk, meta = payload
                     if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "generate_response":
                         if chunk.text:
+                            mark("first_token")
                             await stream.feed(chunk.text)
+                            if stream.sent:
+                                mark("first_sentence_sent")
                         if chunk.response_metadata.get("finish_reason"):
+                            mark("model_done")
                             await stream.model_done()
                 else:
                     state = payload
@@ -694,10 +703,13 @@ class NailaServer:
                 request.device_id, request.task_id, "internal_error", f"the answer failed: {type(exc).__name__}"
             )
             return
+        mark("graph_done")
         answer = state.get("response_text", "")
         await stream.finish(answer)
         await self.publish(p.RESPONSE_TOPIC, p.response_payload(request, state))
+        mark("answer_published")
         metrics = self._metrics_payload(request, state, started)
+        metrics["timeline_ms"] = timeline
         await self.publish(p.METRICS_TOPIC, metrics)
         if state.get("fallback_reason") and state.get("response_source") == "pattern":
             self.stats.failures_total += 1
