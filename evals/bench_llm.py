@@ -40,7 +40,7 @@ def _eprint(*parts: Any) -> None:
 
 def _ours(model: Any, messages: list, max_tokens: int) -> Callable[[], Sample]:
     def run() -> Sample:
-        model.llama.reset()  # no KV reuse between rounds: every variant evaluates the full prompt
+        model.clear_prompt_cache()  # no KV reuse (live or saved state): every variant evaluates the full prompt
         start = time.perf_counter()
         first = None
         last = start

@@ -31,5 +31,6 @@ def load_chat_model(settings: LLMSettings | None = None, *, load: bool = False) 
         timeout=settings.max_inference_time_seconds,
         queue_timeout=settings.queue_timeout_seconds,
         log_prompts=settings.log_prompts,
+        state_cache_mb=settings.state_cache_mb,
     )
     return model.load() if load else model

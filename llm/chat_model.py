@@ -40,6 +40,7 @@ from llm.errors import (
     ModelNotFoundError,
 )
 from llm.gate import FairGate
+from llm.state_cache import MIB, PromptStateCache, StateCacheStats, as_tokens, common_prefix, restore_state, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class ChatLlamaCpp(BaseChatModel):
     Construction is cheap: weights load on first use or on :meth:`load`. One llama context serves one
     generation at a time; concurrent callers queue in arrival order (``queue_timeout`` bounds the wait).
     ``timeout`` is the generation deadline, counted from the moment a request gets the model.
+    After each answer the evaluated prompt state is kept (``state_cache_mb``, see :mod:`llm.state_cache`),
+    so a conversation that returns after others spoke evaluates only its new tokens.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, protected_namespaces=())
@@ -103,6 +106,9 @@ class ChatLlamaCpp(BaseChatModel):
     max_retries: int = Field(default=0, ge=0, description="accepted for API compatibility; local calls are not retried")
     log_prompts: bool = False
     fetch_bundle: bool = Field(default=True, description="fetch a missing bundle on first load")
+    state_cache_mb: float = Field(
+        default=512, ge=0, description="RAM (MiB) for saved prompt states of recent conversations; 0 = off"
+    )
 
     _llama: Any = PrivateAttr(default=None)
     _template: ChatTemplate | None = PrivateAttr(default=None)
@@ -111,6 +117,7 @@ class ChatLlamaCpp(BaseChatModel):
     _model_name: str | None = PrivateAttr(default=None)
     _resolved_path: Path | None = PrivateAttr(default=None)
     _load_time_ms: float | None = PrivateAttr(default=None)
+    _states: PromptStateCache | None = PrivateAttr(default=None)
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -137,6 +144,12 @@ class ChatLlamaCpp(BaseChatModel):
     @property
     def queue_depth(self) -> int:
         return self._gate.queue_depth
+
+    @property
+    def state_cache_stats(self) -> StateCacheStats:
+        """Counters of the per-conversation prompt-state cache (zeros before the model loads)."""
+        states = self._states or PromptStateCache(int(self.state_cache_mb * MIB))
+        return states.stats()
 
     @property
     def llama(self) -> Any:
@@ -186,6 +199,7 @@ class ChatLlamaCpp(BaseChatModel):
             self._template = template
             self._model_name = str(llama.metadata.get("general.name") or path.stem)
             self._resolved_path = path
+            self._states = PromptStateCache(int(self.state_cache_mb * MIB))
             self._llama = llama
             self._load_time_ms = (time.perf_counter() - started) * 1000
             logger.info("loaded %s (%s) in %.0f ms", self._model_name, path, self._load_time_ms)
@@ -198,10 +212,24 @@ class ChatLlamaCpp(BaseChatModel):
             with self._load_lock:
                 llama, self._llama = self._llama, None
                 self._template = None
+                if self._states is not None:
+                    self._states.clear()  # the states belong to this context
                 if llama is not None:
                     llama.close()
                     del llama
                     gc.collect()
+        finally:
+            self._gate.release(ticket)
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the saved conversation states and the live context: the next call evaluates its whole
+        prompt (benchmarks use this; waits for a running generation to finish)."""
+        ticket = self._gate.acquire(timeout=None)
+        try:
+            if self._states is not None:
+                self._states.clear()
+            if self._llama is not None:
+                self._llama.reset()
         finally:
             self._gate.release(ticket)
 
@@ -408,6 +436,7 @@ class ChatLlamaCpp(BaseChatModel):
         if pending:
             yield pending
         end = time.perf_counter()
+        self._save_state(llama)
         decode_s = last_at - first_at if first_at is not None else 0.0
         yield _Done(
             finish_reason=finish,
@@ -420,21 +449,14 @@ class ChatLlamaCpp(BaseChatModel):
         )
 
     def _evaluate_prompt(self, llama: Any, prompt: list[int], check: Any) -> int:
-        """Evaluate all prompt tokens but the last, reusing the KV prefix of the previous call.
+        """Evaluate all prompt tokens but the last, reusing the longest prefix already computed.
 
-        Done batch by batch so a cancel or deadline stops a long prompt between batches; the last
-        token is left to ``Llama.generate``, which then finds the whole prefix cached.
+        That prefix comes from the live context (the previous call) or from a saved state of a recent
+        conversation, whichever is longer. Evaluation goes batch by batch so a cancel or deadline stops
+        a long prompt between batches; the last token is left to ``Llama.generate``, which then finds
+        the whole prefix cached.
         """
-        cached = 0
-        for a, b in zip(llama.input_ids[: llama.n_tokens].tolist(), prompt[:-1], strict=False):
-            if a != b:
-                break
-            cached += 1
-        if cached and llama._ctx.kv_cache_seq_rm(-1, cached, -1):
-            llama.n_tokens = cached
-        else:
-            cached = 0
-            llama.reset()
+        cached = self._reuse_prefix(llama, prompt[:-1])
         todo = prompt[cached:-1]
         step = llama.n_batch
         for start in range(0, len(todo), step):
@@ -442,6 +464,35 @@ class ChatLlamaCpp(BaseChatModel):
             llama.eval(todo[start : start + step])
         check("prompt evaluation")
         return cached
+
+    def _reuse_prefix(self, llama: Any, target: list[int]) -> int:
+        """Leave the KV cache holding the longest known prefix of ``target``; returns its length."""
+        wanted = as_tokens(target)
+        cached = common_prefix(llama.input_ids[: llama.n_tokens], wanted)
+        states = self._states
+        if states is not None and states.enabled:
+            found = states.best(wanted, cached)
+            if found is not None:
+                entry, length = found
+                ok = restore_state(llama, entry)
+                states.restored(entry, length, ok)
+                cached = length if ok else 0
+        if cached and llama._ctx.kv_cache_seq_rm(-1, cached, -1):
+            llama.n_tokens = cached
+        else:
+            cached = 0
+            llama.reset()
+        return cached
+
+    def _save_state(self, llama: Any) -> None:
+        """Keep the evaluated state of the conversation just answered (a consistent point)."""
+        states = self._states
+        if states is None or not states.enabled:
+            return
+        try:
+            save_state(llama, states)
+        except Exception:  # caching is an optimisation: never fail an answer for it
+            logger.exception("could not save the prompt state")
 
     # ------------------------------------------------------------------ LangChain entry points
 

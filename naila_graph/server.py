@@ -65,6 +65,17 @@ class _RequestLog(logging.LoggerAdapter):
         return f"device={extra['device_id']} task={extra['task_id']} {msg}", kwargs
 
 
+def _cache_stats(model: Any) -> dict[str, Any] | None:
+    stats = getattr(model, "state_cache_stats", None)
+    if stats is None:
+        return None
+    import dataclasses
+
+    if dataclasses.is_dataclass(stats) and not isinstance(stats, type):
+        return dataclasses.asdict(stats)
+    return dict(vars(stats))
+
+
 def _log(request: p.Request) -> _RequestLog:
     return _RequestLog(logger, {"device_id": request.device_id, "task_id": request.task_id})
 
@@ -811,6 +822,7 @@ class NailaServer:
                     "requests_total": s.requests_total,
                     "failures_total": s.failures_total,
                     "avg_tokens_per_second": s.avg_tokens_per_second,
+                    "prompt_state_cache": _cache_stats(self.chat_model),
                 }
             },
         }

@@ -521,3 +521,13 @@ async def test_answer_rejected_after_streaming_began_is_replaced(mosquitto: Any,
     assert last["text"] == answer["response"]["text"]
     assert answer["response"]["source"] == "pattern" and "<|" not in answer["response"]["text"]
     assert metrics["fallback_reason"] == "empty_output"
+
+
+async def test_health_shows_the_prompt_state_cache(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)) as srv:
+        await bot.answer(await bot.task("cache_a", "hello there"))
+        await bot.answer(await bot.task("cache_b", "good morning"))
+        await bot.answer(await bot.task("cache_a", "tell me more"))  # device a returns after b spoke
+        cache = srv.health_payload()["ai_services"]["llm"]["prompt_state_cache"]
+    assert cache["entries"] >= 2 and 0 < cache["bytes"] <= cache["budget_bytes"]
+    assert cache["hits"] >= 1

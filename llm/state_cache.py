@@ -1,0 +1,248 @@
+"""Evaluated prompt states of recent conversations, so a returning conversation skips its known prefix.
+
+llama.cpp reuses the KV cache only for the prefix it shares with the *previous* call (FACTS.md). When
+devices interleave, every returning device would evaluate its persona and history again. This module
+keeps snapshots of the llama.cpp sequence (``llama_state_seq_get_data``) taken after each answer,
+keyed by the exact token list the KV cache held, and restores the one sharing the longest prefix with
+a new prompt. Keying by tokens (not by a conversation id) means a state can only ever be reused for
+tokens it was computed from: no conversation can see another one's state beyond their common prefix.
+
+Memory is bounded by a byte budget (``LLM_STATE_CACHE_MB``) with least-recently-stored eviction.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+logger = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+_SEQ = 0  # Llama (llama-cpp-python) evaluates everything in sequence 0
+
+
+@dataclass(frozen=True)
+class StateCacheStats:
+    """Counters for metrics. ``hits``: a saved state was restored; ``live_hits``: the context already
+    held the longest prefix (the same conversation spoke last); ``misses``: no state helped."""
+
+    hits: int
+    live_hits: int
+    misses: int
+    entries: int
+    bytes: int
+    budget_bytes: int
+    evictions: int
+    restored_tokens: int
+    restore_failures: int
+
+
+@dataclass(eq=False)
+class _Entry:
+    tokens: npt.NDArray[np.int32]
+    data: npt.NDArray[np.uint8]
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.data.nbytes + self.tokens.nbytes)
+
+
+def common_prefix(a: npt.NDArray[np.int32], b: npt.NDArray[np.int32]) -> int:
+    """Length of the longest common prefix of two token arrays."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if differ.size else n
+
+
+class PromptStateCache:
+    """Saved llama.cpp sequence states keyed by their tokens, within ``budget_bytes``.
+
+    Eviction drops the least recently *stored* state. Restoring a state does not refresh it: the
+    conversation that restored it stores a newer, longer state after its answer, which supersedes it
+    (refreshing the restored one as well would spend half the budget on superseded states). A stored
+    state that is a prefix of a newer one is dropped at once. Thread-safe; the llama context itself is
+    only touched by the caller that holds the model's gate.
+    """
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = max(0, int(budget_bytes))
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
+        self._ids = 0
+        self._bytes = 0
+        self._lock = threading.RLock()
+        self._hits = self._live_hits = self._misses = 0
+        self._evictions = self._restored_tokens = self._restore_failures = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.budget_bytes > 0
+
+    def stats(self) -> StateCacheStats:
+        with self._lock:
+            return StateCacheStats(
+                hits=self._hits,
+                live_hits=self._live_hits,
+                misses=self._misses,
+                entries=len(self._entries),
+                bytes=self._bytes,
+                budget_bytes=self.budget_bytes,
+                evictions=self._evictions,
+                restored_tokens=self._restored_tokens,
+                restore_failures=self._restore_failures,
+            )
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def tokens(self) -> list[list[int]]:
+        """Token lists of the stored states, oldest first (for tests and diagnostics)."""
+        with self._lock:
+            return [e.tokens.tolist() for e in self._entries.values()]
+
+    # ------------------------------------------------------------------ lookup
+
+    def best(self, target: npt.NDArray[np.int32], live: int) -> tuple[_Entry, int] | None:
+        """The stored state sharing the longest prefix with ``target``, if it beats ``live`` tokens.
+
+        When none does, counts a live hit (``live`` > 0) or a miss; the caller reports a restore
+        through :meth:`restored`.
+        """
+        with self._lock:
+            found: tuple[_Entry, int] | None = None
+            for entry in self._entries.values():
+                length = common_prefix(entry.tokens, target)
+                if length > (found[1] if found else live):
+                    found = (entry, length)
+            if found is None:
+                if live > 0:
+                    self._live_hits += 1
+                else:
+                    self._misses += 1
+            return found
+
+    def restored(self, entry: _Entry, reused: int, ok: bool) -> None:
+        """Record the outcome of restoring ``entry``; a state that failed to load is dropped."""
+        with self._lock:
+            if ok:
+                self._hits += 1
+                self._restored_tokens += reused
+            else:
+                self._restore_failures += 1
+                self._misses += 1
+                self._remove(entry)
+
+    # ------------------------------------------------------------------ storing
+
+    def reserve(self, tokens: npt.NDArray[np.int32], nbytes: int) -> bool:
+        """Make room for a state of ``tokens`` taking ``nbytes``: drop stored states it supersedes
+        (prefixes of ``tokens``), then the oldest ones. False when it can never fit."""
+        if nbytes > self.budget_bytes:
+            return False
+        with self._lock:
+            for old in list(self._entries.values()):
+                if len(old.tokens) <= len(tokens) and common_prefix(old.tokens, tokens) == len(old.tokens):
+                    self._remove(old)
+            while self._entries and self._bytes + nbytes > self.budget_bytes:
+                _, oldest = self._entries.popitem(last=False)
+                self._bytes -= oldest.nbytes
+                self._evictions += 1
+        return True
+
+    def put(self, tokens: npt.NDArray[np.int32], data: npt.NDArray[np.uint8]) -> bool:
+        """Store a state as the newest (see :meth:`reserve` for what it replaces)."""
+        entry = _Entry(tokens=tokens, data=data)
+        with self._lock:
+            if not self.reserve(tokens, entry.nbytes):
+                return False
+            self._ids += 1
+            self._entries[self._ids] = entry
+            self._bytes += entry.nbytes
+        return True
+
+    def _remove(self, entry: _Entry) -> None:
+        for key, value in self._entries.items():
+            if value is entry:
+                del self._entries[key]
+                self._bytes -= entry.nbytes
+                return
+
+
+# ---------------------------------------------------------------------- llama.cpp side
+
+
+def _api() -> Any:
+    from llama_cpp import llama_cpp
+
+    return llama_cpp
+
+
+def _kv_holds(llama: Any, n_tokens: int) -> bool:
+    """Whether sequence 0 of the KV cache holds exactly positions 0..n_tokens-1."""
+    api = _api()
+    mem = api.llama_get_memory(llama._ctx.ctx)
+    if n_tokens == 0:
+        return bool(api.llama_memory_seq_pos_max(mem, _SEQ) == -1)
+    return bool(
+        api.llama_memory_seq_pos_min(mem, _SEQ) == 0 and api.llama_memory_seq_pos_max(mem, _SEQ) == n_tokens - 1
+    )
+
+
+def save_state(llama: Any, cache: PromptStateCache) -> bool:
+    """Snapshot the evaluated tokens of ``llama`` into ``cache`` (only when the KV cache is consistent)."""
+    n = int(llama.n_tokens)
+    if n == 0 or not cache.enabled:
+        return False
+    if not _kv_holds(llama, n):
+        logger.warning("not saving the prompt state: the KV cache does not match the %d tokens evaluated", n)
+        return False
+    api = _api()
+    ctx = llama._ctx.ctx
+    size = int(api.llama_state_seq_get_size(ctx, _SEQ))
+    tokens = np.array(llama.input_ids[:n], dtype=np.int32)
+    if size == 0 or not cache.reserve(tokens, size + tokens.nbytes):  # before allocating: never over budget
+        return False
+    data = np.empty(size, dtype=np.uint8)  # not zeroed: llama.cpp writes every byte
+    written = int(api.llama_state_seq_get_data(ctx, data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, _SEQ))
+    if written == 0 or written > size:
+        logger.warning("llama.cpp could not copy the prompt state (%d of %d bytes)", written, size)
+        return False
+    return cache.put(tokens, data[:written] if written < size else data)
+
+
+def restore_state(llama: Any, entry: _Entry) -> bool:
+    """Load ``entry`` into sequence 0; afterwards ``llama.n_tokens``/``input_ids`` describe it.
+
+    On failure the sequence is left empty and ``llama`` reset (nothing half-restored survives).
+    """
+    api = _api()
+    ctx = llama._ctx.ctx
+    mem = api.llama_get_memory(ctx)
+    api.llama_memory_seq_rm(mem, _SEQ, -1, -1)
+    llama.reset()
+    data = entry.data
+    n = len(entry.tokens)
+    loaded = int(
+        api.llama_state_seq_set_data(ctx, data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), data.nbytes, _SEQ)
+    )
+    if loaded != data.nbytes or not _kv_holds(llama, n):
+        logger.warning("restoring a saved prompt state failed (%d of %d bytes); evaluating from scratch", loaded, n)
+        api.llama_memory_seq_rm(mem, _SEQ, -1, -1)
+        llama.reset()
+        return False
+    llama.input_ids[:n] = entry.tokens
+    llama.n_tokens = n
+    return True
+
+
+def as_tokens(tokens: Sequence[int]) -> npt.NDArray[np.int32]:
+    return np.asarray(tokens, dtype=np.int32)
