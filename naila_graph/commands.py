@@ -27,6 +27,7 @@ def register(sub: Any, common: AddCommon) -> None:
 
     mqtt_cli.register(sub, common)
     from evals import cli as eval_cli
+
     eval_cli.register(sub, common)
 
     models = sub.add_parser("models", help="model bundles: list, fetch, path")
