@@ -131,7 +131,10 @@ class _Robot:
 async def _robot(port: int) -> AsyncIterator[_Robot]:
     import aiomqtt
 
-    async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-robot-{uuid.uuid4().hex[:6]}") as client:
+    nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # as the server's own client does
+    async with aiomqtt.Client(
+        "127.0.0.1", port, identifier=f"bench-robot-{uuid.uuid4().hex[:6]}", socket_options=nodelay
+    ) as client:
         await client.subscribe([("naila/ai/responses/#", 1), ("naila/ai/metrics", 1)])
         robot = _Robot(client)
         reader = asyncio.create_task(robot.read())
