@@ -103,77 +103,73 @@ def test_version() -> None:
     assert r.returncode == 0 and r.stdout.startswith("naila ")
 
 
-def test_interactive_session_streams_and_survives_ctrl_d(tiny_env: dict[str, str]) -> None:
-    import pty
-    import select
-    import time
+class Terminal:
+    """`naila chat` on a real pseudo-terminal; ``out`` collects everything it printed."""
 
-    pid, fd = pty.fork()
-    if pid == 0:  # child: a real terminal on stdin/stdout
-        os.environ.update(tiny_env)
-        os.execv(sys.executable, [sys.executable, "-m", "naila_graph.cli", "chat"])
-    out = b""
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        import pty
 
-    def read_until(marker: bytes, count: int = 1, timeout: float = 60) -> None:
-        nonlocal out
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # child: a real terminal on stdin/stdout
+            os.environ.update(env)
+            os.execv(sys.executable, [sys.executable, "-m", "naila_graph.cli", "chat", *args])
+        self.out = b""
+
+    def read_until(self, marker: bytes, count: int = 1, timeout: float = 60) -> bool:
+        import select
+        import time
+
         end = time.time() + timeout
-        while out.count(marker) < count and time.time() < end:
-            if select.select([fd], [], [], 0.2)[0]:
+        while self.out.count(marker) < count and time.time() < end:
+            if select.select([self.fd], [], [], 0.2)[0]:
                 try:
-                    out += os.read(fd, 4096)
+                    self.out += os.read(self.fd, 4096)
                 except OSError:
-                    return
+                    break
+        return self.out.count(marker) >= count
 
-    read_until(b"you> ")
-    os.write(fd, b"what time is it\n")
-    read_until(b"naila> ")
-    read_until(b"you> ", count=2)
-    os.write(fd, b"\x04")  # Ctrl-D
-    _, status = os.waitpid(pid, 0)
+    def write(self, data: bytes) -> None:
+        os.write(self.fd, data)
+
+    def exit_code(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+
+def test_interactive_session_streams_and_survives_ctrl_d(tiny_env: dict[str, str]) -> None:
+    term = Terminal(tiny_env)
+    term.read_until(b"you> ")
+    term.write(b"what time is it\n")
+    term.read_until(b"naila> ")
+    term.read_until(b"you> ", count=2)
+    term.write(b"\x04")  # Ctrl-D
+    code = term.exit_code()
+    out = term.out
     assert b"naila> It's" in out or b"naila> Right now" in out or b"naila> My clock" in out
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert code == 0
 
 
 @pytest.mark.real_model
 def test_ctrl_c_stops_the_answer_not_the_session(real_model: str) -> None:
-    import pty
-    import select
     import time
 
     env = {"LLM_MODEL_PATH": real_model, "LLM_MAX_TOKENS": "400", "LLM_TEMPERATURE": "0"}
-    pid, fd = pty.fork()
-    if pid == 0:
-        os.environ.update(env)
-        os.execv(sys.executable, [sys.executable, "-m", "naila_graph.cli", "chat", "--verbose"])
-    out = b""
-
-    def read_until(marker: bytes, count: int = 1, timeout: float = 120) -> bool:
-        nonlocal out
-        end = time.time() + timeout
-        while out.count(marker) < count and time.time() < end:
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    break
-        return out.count(marker) >= count
-
-    assert read_until(b"you> ")
-    os.write(fd, b"Please tell me a long, detailed story about a lighthouse keeper and her cat.\n")
-    assert read_until(b"naila> ")
-    before = len(out)
+    term = Terminal(env, "--verbose")
+    assert term.read_until(b"you> ")
+    term.write(b"Please tell me a long, detailed story about a lighthouse keeper and her cat.\n")
+    assert term.read_until(b"naila> ")
+    before = len(term.out)
     end = time.time() + 120
-    while len(out) < before + 40 and time.time() < end:  # the story is being streamed
-        read_until(b"\x00", timeout=0.5)
+    while len(term.out) < before + 40 and time.time() < end:  # the story is being streamed
+        term.read_until(b"\x00", timeout=0.5)
     stopped_at = time.time()
-    os.write(fd, b"\x03")  # Ctrl-C
-    assert read_until(b"[stopped]", timeout=15), out[-500:]
+    term.write(b"\x03")  # Ctrl-C
+    assert term.read_until(b"[stopped]", timeout=15), term.out[-500:]
     assert time.time() - stopped_at < 10
-    assert read_until(b"you> ", count=2, timeout=15)
-    os.write(fd, b"What's 12 times 7?\n")
-    assert read_until(b"you> ", count=3, timeout=120), out[-500:]
-    os.write(fd, b"\x04")
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    tail = out.split(b"What's 12 times 7?", 1)[1]
+    assert term.read_until(b"you> ", count=2, timeout=15)
+    term.write(b"What's 12 times 7?\n")
+    assert term.read_until(b"you> ", count=3, timeout=120), term.out[-500:]
+    term.write(b"\x04")
+    assert term.exit_code() == 0
+    tail = term.out.split(b"What's 12 times 7?", 1)[1]
     assert b"84" in tail and b"source=llm" in tail  # the session and the model still work
