@@ -24,12 +24,13 @@ VPY=.venv/bin/python
 # LLAVA is not needed for text models; add e.g. -DGGML_CUDA=on or -DGGML_METAL=on for a GPU build.
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 
-stamp=".venv/.naila-installed$([ "$WITH_TEST" = 1 ] && echo -test)"
+stamp=".venv/.naila-installed"
+if [ "$WITH_TEST" = 1 ]; then stamp="$stamp-test"; fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install --quiet --upgrade pip >&2
 
   extras="[broker,evals]"
-  [ "$WITH_TEST" = 1 ] && extras="[broker,evals,test]"
+  if [ "$WITH_TEST" = 1 ]; then extras="[broker,evals,test]"; fi
   echo "[setup] installing naila-graph$extras (llama-cpp-python may compile for a few minutes)" >&2
   "$VPY" -m pip install --quiet -e ".$extras" >&2
   touch "$stamp"
