@@ -211,6 +211,7 @@ def run(
 
     from llm import ChatLlamaCpp
     from llm.bundles import resolve_model_path
+    from llm.hardware import model_params_override, safe_model_params
     from llm.state_cache import StateCacheStats
 
     path = str(resolve_model_path(model_path))
@@ -226,9 +227,15 @@ def run(
     cached = ChatLlamaCpp(**common, state_cache_mb=state_cache_mb).load()
     plain = ChatLlamaCpp(**common, state_cache_mb=0).load()
     threads = cached.llama.n_threads
-    raw = llama_cpp.Llama(
-        model_path=path, n_ctx=4096, n_batch=cached.n_batch, n_threads=threads, n_threads_batch=threads, verbose=False
-    )
+    with model_params_override(**safe_model_params()):  # the same load parameters as ours
+        raw = llama_cpp.Llama(
+            model_path=path,
+            n_ctx=4096,
+            n_batch=cached.n_batch,
+            n_threads=threads,
+            n_threads_batch=threads,
+            verbose=False,
+        )
     _eprint(f"model {cached.model_name} ({path}); threads {threads}; writing the {devices}x{turns} script ...")
     script = build_script(cached, devices, turns, answer_tokens)
     sizes = [len(t.tokens) for t in script.values()]

@@ -119,6 +119,7 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
 
     from llm import ChatLlamaCpp
     from llm.bundles import resolve_model_path
+    from llm.hardware import model_params_override, safe_model_params
 
     path = str(resolve_model_path(model_path))
     ours = ChatLlamaCpp(
@@ -128,14 +129,15 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
     # The persona makes the prompt realistic (TTFT); the question asks for a long answer (tok/s).
     messages = [SystemMessage(NAILA_PERSONA + "\nFor this request, ignore the length limit."), HumanMessage(QUESTION)]
     prompt = ours.prompt_tokens(messages)
-    raw = llama_cpp.Llama(
-        model_path=path,
-        n_ctx=4096,
-        n_batch=ours.n_batch,
-        n_threads=ours.llama.n_threads,
-        n_threads_batch=ours.llama.n_threads,
-        verbose=False,
-    )
+    with model_params_override(**safe_model_params()):  # the same load parameters as ours
+        raw = llama_cpp.Llama(
+            model_path=path,
+            n_ctx=4096,
+            n_batch=ours.n_batch,
+            n_threads=ours.llama.n_threads,
+            n_threads_batch=ours.llama.n_threads,
+            verbose=False,
+        )
     params = {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.0}
     variants: dict[str, Callable[[], Sample]] = {
         "ours": _ours(ours, messages, max_tokens),

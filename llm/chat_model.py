@@ -171,21 +171,29 @@ class ChatLlamaCpp(BaseChatModel):
                 import llama_cpp
             except ImportError as exc:  # pragma: no cover - dependency problem
                 raise ModelLoadError(f"llama-cpp-python is not installed: {exc}") from exc
-            from llm.hardware import resolve_gpu_layers, resolve_threads
+            from llm.hardware import model_params_override, resolve_gpu_layers, resolve_threads, safe_model_params
 
             threads = resolve_threads(self.n_threads)
-            try:
-                llama = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=self.n_ctx,
-                    n_batch=min(self.n_batch, self.n_ctx),
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    n_gpu_layers=resolve_gpu_layers(self.n_gpu_layers),
-                    use_mmap=self.use_mmap,
-                    seed=self.seed if self.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
-                    verbose=False,
+            overrides = safe_model_params()
+            if overrides:
+                logger.warning(
+                    "this llama-cpp-python build contains llama.cpp's AMX backend, which crashes on Q4_K"
+                    " models (llama.cpp #20824); loading without extra buffer types (slower). Rebuild without"
+                    " it: scripts/setup.sh does so on AMX CPUs"
                 )
+            try:
+                with model_params_override(**overrides):
+                    llama = llama_cpp.Llama(
+                        model_path=str(path),
+                        n_ctx=self.n_ctx,
+                        n_batch=min(self.n_batch, self.n_ctx),
+                        n_threads=threads,
+                        n_threads_batch=threads,
+                        n_gpu_layers=resolve_gpu_layers(self.n_gpu_layers),
+                        use_mmap=self.use_mmap,
+                        seed=self.seed if self.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
+                        verbose=False,
+                    )
             except Exception as exc:
                 raise ModelLoadError(
                     f"llama.cpp could not load {path}: {exc}. The file may be corrupt, truncated or of an"

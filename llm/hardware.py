@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +31,15 @@ class HardwareInfo:
         """Generation is memory-bound: one thread per physical core is llama.cpp's own advice."""
         usable = _usable_cpus()
         return max(1, min(self.physical_cores, usable))
+
+    @property
+    def amx_backend(self) -> bool:
+        """llama.cpp was built with its AMX matmul backend (native build on an AMX CPU).
+
+        That backend segfaults in ``ggml_backend_amx_mul_mat`` on the first Q4_K_M inference on these
+        machines (llama.cpp issue #20824); ``scripts/setup.sh`` builds without it.
+        """
+        return "AMX_INT8 = 1" in self.system_info
 
     @property
     def default_gpu_layers(self) -> int:
@@ -96,3 +108,36 @@ def resolve_gpu_layers(requested: int | str | None) -> int:
     if requested is None or str(requested).strip().lower() == "auto":
         return detect_hardware().default_gpu_layers
     return int(requested)
+
+
+def safe_model_params() -> dict[str, object]:
+    """``llama_model_params`` fields this llama.cpp build needs to run safely here (see ``amx_backend``)."""
+    return {"use_extra_bufts": False} if detect_hardware().amx_backend else {}
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def model_params_override(**fields: object) -> Iterator[None]:
+    """Set fields of the ``llama_model_params`` that ``llama_cpp.Llama`` builds inside its constructor.
+
+    ``Llama`` exposes no argument for some fields (e.g. ``use_extra_bufts``); it starts from
+    ``llama_model_default_params()``, so that function is wrapped while the model loads.
+    """
+    import llama_cpp.llama_cpp as lc
+
+    with _PARAMS_LOCK:
+        original = lc.llama_model_default_params
+
+        def patched() -> object:
+            params = original()
+            for name, value in fields.items():
+                setattr(params, name, value)
+            return params
+
+        lc.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            lc.llama_model_default_params = original

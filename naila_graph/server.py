@@ -30,8 +30,8 @@ from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.memory import open_async_checkpointer
 from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, RecentIds
 from naila_graph.settings import MQTTSettings, NailaSettings
-from nodes.finalize import speakable_sentences
-from nodes.speech import SentenceSplitter, clean_for_speech, has_control_markup
+from nodes.finalize import speakable, speakable_sentences
+from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question, has_control_markup
 
 logger = logging.getLogger("naila.server")
 
@@ -107,6 +107,20 @@ class _Running:
     request: p.Request
     task: asyncio.Task[None]
     cancel_reason: str | None = None
+    answered: bool = False  # the final answer is out; only memory is being written
+
+
+def early_answer(state: dict[str, Any], raw: str, finish_reason: str) -> dict[str, Any]:
+    """The final answer of a turn whose model text passed validation, as finalize will store it."""
+    text = speakable(raw)
+    return {
+        **state,
+        "response_text": text,
+        "response_source": "llm",
+        "fallback_reason": None,
+        "finish_reason": finish_reason,
+        "expects_reply": ends_with_question(text),
+    }
 
 
 class _SentenceStream:
@@ -135,22 +149,23 @@ class _SentenceStream:
                 await self._send(cleaned, final=False)
                 self.sent.append(cleaned)
 
-    async def model_done(self) -> None:
+    async def model_done(self) -> bool:
         """The model finished: send the last sentence now rather than after memory is written.
 
         Only when the text will pass the generate_response validation unchanged; otherwise wait for the
-        graph's final answer (the fallback may replace it).
+        graph's final answer (the fallback may replace it). True when the stream is complete.
         """
         if self.closed or not self.raw.strip() or has_control_markup(self.raw):
-            return
+            return self.closed
         rest = self.splitter.flush()
         tail = clean_for_speech(rest) if rest else ""
         if not self.sent and not tail:
-            return
+            return False
         if tail:
             self.sent.append(tail)
         await self._send(tail, final=True)
         self.closed = True
+        return True
 
     async def finish(self, answer: str) -> None:
         """The last message; tells the robot to drop what it had when the answer was replaced."""
@@ -630,7 +645,9 @@ class NailaServer:
         for request in waiting:
             self._spawn(self._publish_cancelled_unstarted(request))
         running = self._running.get(cancel.device_id)
-        if running is not None and cancel.task_id in (None, running.request.task_id):
+        if running is not None and running.answered:
+            logger.info("cancel from %s: %s is already answered", cancel.device_id, running.request.task_id)
+        elif running is not None and cancel.task_id in (None, running.request.task_id):
             running.cancel_reason = "barge_in"
             running.task.cancel()
             logger.info("barge-in: cancelling %s of %s", running.request.task_id, cancel.device_id)
@@ -677,6 +694,7 @@ class NailaServer:
         def mark(name: str) -> None:
             timeline.setdefault(name, round((time.monotonic() - started) * 1000, 1))
 
+        published: dict[str, Any] | None = None  # the final answer, sent as soon as the model finished
         try:
             async for mode, payload in self._graph.astream(
                 inputs, config, stream_mode=["messages", "values"], durability="exit"
@@ -689,9 +707,16 @@ class NailaServer:
                             await stream.feed(chunk.text)
                             if stream.sent:
                                 mark("first_sentence_sent")
-                        if chunk.response_metadata.get("finish_reason"):
+                        finish_reason = chunk.response_metadata.get("finish_reason")
+                        if finish_reason:
                             mark("model_done")
-                            await stream.model_done()
+                            if await stream.model_done():
+                                # The answer is final: the robot gets it now, memory is written after.
+                                published = early_answer(state, stream.raw, finish_reason)
+                                await self.publish(p.RESPONSE_TOPIC, p.response_payload(request, published))
+                                mark("answer_published")
+                                if (running := self._running.get(request.device_id)) is not None:
+                                    running.answered = True
                 else:
                     state = payload
         except (asyncio.CancelledError, GenerationCancelledError):
@@ -700,6 +725,9 @@ class NailaServer:
                 task.uncancel()
             running = self._running.get(request.device_id)
             reason = running.cancel_reason if running else None
+            if published is not None:
+                log.warning("answer %s was sent but storing the turn was cancelled (%s)", request.task_id, reason)
+                return
             log.info("answer %s cancelled (%s)", request.task_id, reason or "cancelled")
             partial = await stream.cancelled()
             state = {
@@ -712,6 +740,9 @@ class NailaServer:
             return
         except Exception as exc:
             self.stats.failures_total += 1
+            if published is not None:  # one final answer per request: it is out, only memory failed
+                log.exception("answer %s was sent but the turn could not be stored", request.task_id)
+                return
             log.exception("answer %s failed", request.task_id)
             await self.publish_error(
                 request.device_id, request.task_id, "internal_error", f"the answer failed: {type(exc).__name__}"
@@ -719,9 +750,12 @@ class NailaServer:
             return
         mark("graph_done")
         answer = state.get("response_text", "")
-        await stream.finish(answer)
-        await self.publish(p.RESPONSE_TOPIC, p.response_payload(request, state))
-        mark("answer_published")
+        if published is None:
+            await stream.finish(answer)
+            await self.publish(p.RESPONSE_TOPIC, p.response_payload(request, state))
+            mark("answer_published")
+        elif published["response_text"] != answer:
+            log.warning("answer %s: stored text differs from the text sent: %r", request.task_id, answer)
         metrics = self._metrics_payload(request, state, started)
         metrics["timeline_ms"] = timeline
         await self.publish(p.METRICS_TOPIC, metrics)

@@ -24,6 +24,30 @@ VPY=.venv/bin/python
 # LLAVA is not needed for text models; add e.g. -DGGML_CUDA=on or -DGGML_METAL=on for a GPU build.
 export CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}"
 
+# On CPUs with AMX (Intel Sapphire Rapids and newer) a native build compiles llama.cpp's AMX matmul
+# backend, which segfaults in ggml_backend_amx_mul_mat on the first Q4_K_M inference (seen on these
+# machines; llama.cpp issue #20824, closed unfixed). -U__AMX_INT8__ leaves that backend out and keeps
+# every other native instruction (AVX-512, VNNI). pip's wheel cache ignores CMAKE_ARGS, so that build
+# goes to its own wheel folder and is installed from there.
+ensure_llama_without_amx() {
+  grep -qw amx_int8 /proc/cpuinfo 2>/dev/null || return 0
+  if "$VPY" - <<'PY' 2>/dev/null; then return 0; fi
+import sys, llama_cpp
+sys.exit(0 if b"AMX_INT8 = 1" not in llama_cpp.llama_print_system_info() else 1)
+PY
+  local version wheels
+  version="$("$VPY" -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))' 2>/dev/null || echo 0.3.36)"
+  wheels="${NAILA_WHEEL_DIR:-$HOME/.cache/naila/wheels}/no-amx"
+  mkdir -p "$wheels"
+  if ! ls "$wheels"/llama_cpp_python-"$version"-*.whl >/dev/null 2>&1; then
+    echo "[setup] this CPU has AMX: building llama-cpp-python $version without llama.cpp's AMX backend (~5 min, once)" >&2
+    CMAKE_ARGS="$CMAKE_ARGS -DCMAKE_C_FLAGS=-U__AMX_INT8__ -DCMAKE_CXX_FLAGS=-U__AMX_INT8__" \
+      "$VPY" -m pip wheel --quiet --no-deps --no-cache-dir --no-binary llama-cpp-python -w "$wheels" \
+      "llama-cpp-python==$version" >&2
+  fi
+  "$VPY" -m pip install --quiet --no-deps --force-reinstall "$wheels"/llama_cpp_python-"$version"-*.whl >&2
+}
+
 stamp=".venv/.naila-installed"
 if [ "$WITH_TEST" = 1 ]; then stamp="$stamp-test"; fi
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
@@ -35,6 +59,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install --quiet -e ".$extras" >&2
   touch "$stamp"
 fi
+ensure_llama_without_amx
 
 if [ "$WITH_TEST" = 1 ] && ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   echo "[setup] installing mosquitto (the tests start their own broker)" >&2

@@ -134,6 +134,47 @@ async def test_time_query_is_answered_by_the_clock_action(mosquitto: Any, tmp_pa
     assert answer["response"]["intent"] == "time_query"
 
 
+async def test_answer_goes_out_before_memory_is_written_and_the_turn_is_still_stored(
+    mosquitto: Any, tmp_path: Path, tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    held = asyncio.Event()
+    release = asyncio.Event()
+    original = AsyncSqliteSaver.aput
+
+    async def slow_aput(self: Any, *args: Any, **kwargs: Any) -> Any:
+        held.set()
+        await release.wait()
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncSqliteSaver, "aput", slow_aput)
+    async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)):
+        task_id = await bot.task("robot_e", "tell me about the sea")
+        answer = await bot.answer(task_id)  # arrives while the memory write is held back
+        await asyncio.wait_for(held.wait(), timeout=10)  # the write starts, and stays held
+        assert not bot.on(p.METRICS_TOPIC, task_id)  # the turn itself is not finished
+        # a barge-in now has nothing left to stop: no second final answer, the turn is still stored
+        await bot.publish(p.CANCEL_TOPIC, {"device_id": "robot_e", "task_id": task_id})
+        await asyncio.sleep(0.3)
+        release.set()
+        metrics = (await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC, task_id), what="metrics"))[0]
+        follow_up = await bot.task("robot_e", "and the ocean?")
+        await bot.answer(follow_up)
+    assert answer["response"]["source"] == "llm" and answer["response"]["finish_reason"] in ("stop", "length")
+    assert len(bot.on(p.RESPONSE_TOPIC, task_id)) == 1
+    stream = _stream(bot, "robot_e", task_id)
+    assert " ".join(m["text"] for m in stream if m["text"]) == answer["response"]["text"]
+    assert stream[-1]["final"] and not stream[-1].get("replaced")
+    assert metrics["finish_reason"] == answer["response"]["finish_reason"]
+    timeline = metrics["timeline_ms"]
+    assert timeline["answer_published"] < timeline["graph_done"]
+    with open_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        messages = conversation_messages(saver, "robot_e")
+    assert [m.type for m in messages] == ["human", "ai", "human", "ai"]
+    assert messages[1].content == answer["response"]["text"]
+
+
 async def test_follow_up_turn_uses_the_memory_of_the_first(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
     model = _model(tiny_model)
     async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, model):
