@@ -6,7 +6,8 @@ and inference time for that very request; the difference is the overhead of grap
 Devices alternate order between rounds; every figure is a median with min..max (or p50/p99).
 A second part times the graph alone per turn with a fake chat model (no llama.cpp), SQLite memory.
 
-    python -m evals.bench_server [--model NAME|PATH] [--turns N] [--devices N] [--graph-turns N] [--quick]
+    python -m evals.bench_server [--model NAME|PATH] [--turns N] [--devices N] [--graph-turns N] [--pause-ms MS]
+                                 [--quick]
 """
 
 from __future__ import annotations
@@ -28,16 +29,41 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-QUESTIONS = [
-    "Hi! My name is Sam and I like astronomy.",
-    "What is a good first telescope target tonight?",
-    "Why does the moon look bigger near the horizon?",
-    "Can you remind me what my name is?",
-    "Tell me one fun fact about Saturn.",
-    "How far away is the sun, roughly?",
-    "Thanks! What should I read next about stars?",
-    "Goodbye for now, NAILA.",
+# One conversation script per device (devices beyond the scripts reuse them): different conversations,
+# so no device can borrow another's evaluated prompt.
+SCRIPTS = [
+    [
+        "Hi! My name is Sam and I like astronomy.",
+        "What is a good first telescope target tonight?",
+        "Why does the moon look bigger near the horizon?",
+        "Can you remind me what my name is?",
+        "Tell me one fun fact about Saturn.",
+        "How far away is the sun, roughly?",
+        "Thanks! What should I read next about stars?",
+        "Goodbye for now, NAILA.",
+    ],
+    [
+        "Hello robot, I am Maya and I am baking bread today.",
+        "How long should the dough rise?",
+        "What makes the crust crispy?",
+        "Do you remember my name?",
+        "Can I use honey instead of sugar?",
+        "What temperature should the oven be?",
+        "Thank you! Any tip for slicing it?",
+        "Bye NAILA, see you later.",
+    ],
+    [
+        "Good morning NAILA, I'm Leo.",
+        "What is a quick breakfast idea?",
+        "Is coffee bad for me?",
+        "What was my name again?",
+        "Give me one tip to focus at work.",
+        "How often should I take breaks?",
+        "Great, thanks for the help.",
+        "See you tonight.",
+    ],
 ]
+QUESTIONS = SCRIPTS[0]  # the graph-only part
 
 
 def _eprint(*parts: Any) -> None:
@@ -146,7 +172,9 @@ async def _robot(port: int) -> AsyncIterator[_Robot]:
                 await reader
 
 
-async def _server_part(model_path: str | None, devices: int, turns: int) -> tuple[list[tuple[str, str, str]], str]:
+async def _server_part(
+    model_path: str | None, devices: int, turns: int, pause_ms: float
+) -> tuple[list[tuple[str, str, str]], str]:
     from llm import ChatLlamaCpp
     from llm.bundles import resolve_model_path
     from naila_graph.server import NailaServer
@@ -166,7 +194,9 @@ async def _server_part(model_path: str | None, devices: int, turns: int) -> tupl
             for turn in range(turns):
                 order = names if turn % 2 == 0 else list(reversed(names))
                 for device in order:
-                    task_id, sent = await robot.ask(device, QUESTIONS[turn % len(QUESTIONS)])
+                    await asyncio.sleep(pause_ms / 1000)  # the robot speaks the last answer, the person replies
+                    script = SCRIPTS[names.index(device) % len(SCRIPTS)]
+                    task_id, sent = await robot.ask(device, script[turn % len(script)])
                     m = robot.metrics[task_id]
                     if m.get("source") != "llm":
                         _eprint(f"turn {turn} {device}: answered by {m.get('source')}, not timed")
@@ -186,7 +216,8 @@ async def _server_part(model_path: str | None, devices: int, turns: int) -> tupl
                     _eprint(
                         f"turn {turn + 1}/{turns} {device}: first sentence {sample['first_sentence_ms']:.0f} ms,"
                         f" final {sample['final_ms']:.0f} ms, model {sample['model_ms']:.0f} ms,"
-                        f" overhead {sample['overhead_ms']:.1f} ms"
+                        f" overhead {sample['overhead_ms']:.1f} ms; prompt {m['context_length']} tokens,"
+                        f" {m['cached_prompt_tokens']} reused, {m['tokens_generated']} generated"
                     )
         warm = [s for s in samples if s["turn"] >= 1]
         rows.append(
@@ -203,7 +234,10 @@ async def _server_part(model_path: str | None, devices: int, turns: int) -> tupl
         rows.append(("publish -> final answer ms", _fmt([s["final_ms"] for s in samples], 0), ""))
         rows.append(("  model inference ms (same requests)", _fmt([s["model_ms"] for s in samples], 0), ""))
         rows.append(("generation tok/s", _fmt([s["tps"] for s in samples]), ""))
-        info = f"model {model.model_name} ({path}); broker {broker_kind}; {devices} devices x {turns} turns"
+        info = (
+            f"model {model.model_name} ({path}); broker {broker_kind}; {devices} devices x {turns} turns;"
+            f" {pause_ms:.0f} ms between requests"
+        )
     return rows, info
 
 
@@ -232,9 +266,11 @@ async def _graph_part(turns: int) -> list[tuple[str, str, str]]:
     ]
 
 
-def run_benchmark(model_path: str | None, devices: int, turns: int, graph_turns: int) -> list[tuple[str, str, str]]:
+def run_benchmark(
+    model_path: str | None, devices: int, turns: int, graph_turns: int, pause_ms: float = 1000.0
+) -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = [("metric", "median (min..max)", "target")]
-    server_rows, info = asyncio.run(_server_part(model_path, devices, turns))
+    server_rows, info = asyncio.run(_server_part(model_path, devices, turns, pause_ms))
     _eprint(info)
     rows.extend(server_rows)
     rows.extend(asyncio.run(_graph_part(graph_turns)))
@@ -249,6 +285,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=2)
     parser.add_argument("--turns", type=int, default=6)
     parser.add_argument("--graph-turns", type=int, default=300)
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=1000.0,
+        help="wait before each request, as a robot speaks an answer and hears the next question (default 1000)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 devices x 3 turns, 100 graph turns")
     args = parser.parse_args(argv)
     if args.quick:
@@ -256,7 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("devices", "turns", "graph_turns"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    print_table(run_benchmark(args.model, args.devices, args.turns, args.graph_turns))
+    if args.pause_ms < 0:
+        parser.error("--pause-ms must not be negative")
+    print_table(run_benchmark(args.model, args.devices, args.turns, args.graph_turns, args.pause_ms))
     return 0
 
 

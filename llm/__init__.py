@@ -26,6 +26,8 @@ def load_chat_model(settings: LLMSettings | None = None, *, load: bool = False) 
         n_threads=settings.threads or None,
         n_gpu_layers=settings.gpu_layers,
         n_batch=settings.batch_size,
+        flash_attn=settings.flash_attention,
+        kv_cache_type=settings.kv_cache_type,
         use_mmap=settings.use_mmap,
         chat_format=settings.chat_format,
         timeout=settings.max_inference_time_seconds,

@@ -13,7 +13,7 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +29,7 @@ from langchain_core.language_models.chat_models import (
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from llm.chat_template import ChatTemplate, resolve_template, to_chat_dicts
 from llm.errors import (
@@ -38,11 +38,17 @@ from llm.errors import (
     GenerationTimeoutError,
     ModelLoadError,
     ModelNotFoundError,
+    QueueTimeoutError,
 )
 from llm.gate import FairGate
 from llm.state_cache import MIB, PromptStateCache, StateCacheStats, as_tokens, common_prefix, restore_state, save_state
 
 logger = logging.getLogger(__name__)
+
+KVCacheType = Literal["f16", "bf16", "f32", "q8_0", "q4_0"]
+# ggml_type ids (ggml.h): the KV cache element types llama.cpp accepts for type_k / type_v
+KV_GGML_TYPES: dict[str, int] = {"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 8, "bf16": 30}
+QUANTIZED_KV_TYPES = frozenset({"q8_0", "q4_0"})
 
 _CALL_OPTIONS = {"stop", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "timeout"}
 
@@ -98,6 +104,10 @@ class ChatLlamaCpp(BaseChatModel):
     n_threads: int | None = Field(default=None, description="None/0 = one per physical core")
     n_gpu_layers: int | str = Field(default="auto", description="'auto', -1 = all, 0 = CPU only, or N")
     n_batch: int = Field(default=512, ge=1)
+    flash_attn: bool = Field(default=False, description="llama.cpp's flash attention kernels")
+    kv_cache_type: KVCacheType = Field(
+        default="f16", description="KV cache precision; q8_0/q4_0 halve/quarter its RAM and need flash_attn"
+    )
     use_mmap: bool = True
     chat_format: str | None = Field(default=None, description="template override: name, file or Jinja text")
     stop: list[str] | None = None
@@ -123,6 +133,15 @@ class ChatLlamaCpp(BaseChatModel):
     @classmethod
     def _stop_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _quantized_kv_needs_flash_attention(self) -> ChatLlamaCpp:
+        if self.kv_cache_type in QUANTIZED_KV_TYPES and not self.flash_attn:
+            raise ValueError(
+                f"kv_cache_type {self.kv_cache_type!r} (LLM_KV_CACHE_TYPE) needs flash attention:"
+                " set flash_attn=True (LLM_FLASH_ATTENTION=true) or use f16"
+            )
+        return self
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -191,6 +210,9 @@ class ChatLlamaCpp(BaseChatModel):
                         n_threads_batch=threads,
                         n_gpu_layers=resolve_gpu_layers(self.n_gpu_layers),
                         use_mmap=self.use_mmap,
+                        flash_attn=self.flash_attn,
+                        type_k=KV_GGML_TYPES[self.kv_cache_type],
+                        type_v=KV_GGML_TYPES[self.kv_cache_type],
                         seed=self.seed if self.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED,
                         verbose=False,
                     )
@@ -241,6 +263,56 @@ class ChatLlamaCpp(BaseChatModel):
         finally:
             self._gate.release(ticket)
 
+    def prefill(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        chunk_tokens: int = 16,
+    ) -> int:
+        """Evaluate ``messages`` ahead of time and keep the result as a saved prompt state.
+
+        For idle moments: after a turn, the next prompt of that conversation starts with the persona and
+        the history up to the answer just given, so evaluating that prefix now leaves only the next
+        guidance and message for the next turn. No generation prompt is added and nothing is generated.
+        Gives way at once: returns 0 when another call holds the model, and stops between chunks of
+        ``chunk_tokens`` when someone queues for the model or ``should_stop()`` says so (what was
+        evaluated by then is kept). Returns the number of tokens evaluated; 0 when the state cache is off.
+        """
+        if self.state_cache_mb <= 0:
+            return 0
+        self.load()
+        try:
+            ticket = self._gate.acquire(timeout=0.0)
+        except QueueTimeoutError:
+            return 0  # the model is busy: that call leaves its own state
+        try:
+            llama = self._llama
+            states = self._states
+            if llama is None or states is None or not states.enabled:
+                return 0
+            target = self.prompt_tokens(messages, add_generation_prompt=False)
+            if not target or len(target) >= llama.n_ctx():
+                return 0
+            done = self._reuse_prefix(llama, target)
+            evaluated = 0
+            step = max(1, min(chunk_tokens, llama.n_batch))
+            while done + evaluated < len(target):
+                if self._gate.queue_depth or (should_stop is not None and should_stop()):
+                    break
+                batch = target[done + evaluated : done + evaluated + step]
+                llama.eval(batch)
+                evaluated += len(batch)
+            if evaluated:
+                self._save_state(llama)
+            return evaluated
+        finally:
+            self._gate.release(ticket)
+
+    async def aprefill(self, messages: Sequence[BaseMessage], *, should_stop: Callable[[], bool] | None = None) -> int:
+        """:meth:`prefill` in a worker thread."""
+        return await asyncio.to_thread(self.prefill, messages, should_stop=should_stop)
+
     def _resolve_path(self) -> Path:
         from llm.bundles import resolve_model_path
 
@@ -271,11 +343,12 @@ class ChatLlamaCpp(BaseChatModel):
     def _tokenize(self, text: str, special: bool) -> list[int]:
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
-    def prompt_tokens(self, messages: Sequence[BaseMessage]) -> list[int]:
-        """Token ids the model evaluates for ``messages`` (template markup included)."""
+    def prompt_tokens(self, messages: Sequence[BaseMessage], *, add_generation_prompt: bool = True) -> list[int]:
+        """Token ids the model evaluates for ``messages`` (template markup included; with the assistant
+        header that starts the answer unless ``add_generation_prompt`` is False)."""
         self.load()
         assert self._template is not None
-        return self._template.tokenize(to_chat_dicts(messages), self._tokenize)
+        return self._template.tokenize(to_chat_dicts(messages), self._tokenize, add_generation_prompt)
 
     def render_prompt(self, messages: Sequence[BaseMessage]) -> str:
         """The prompt as text, for logs and traces."""

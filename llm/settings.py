@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,10 @@ class LLMSettings(BaseSettings):
     threads: int = Field(default=0, ge=0, le=1024, description="CPU threads (0 = auto)")
     gpu_layers: str = Field(default="auto", description="'auto', -1 (all), 0 (CPU only) or a layer count")
     batch_size: int = Field(default=512, ge=1, le=65_536, description="n_batch (1..65536)")
+    flash_attention: bool = Field(default=False, description="llama.cpp flash attention (true/false)")
+    kv_cache_type: Literal["f16", "bf16", "f32", "q8_0", "q4_0"] = Field(
+        default="f16", description="KV cache precision: f16, bf16, f32, q8_0 or q4_0 (q8_0/q4_0 need flash attention)"
+    )
     use_mmap: bool = True
     chat_format: str | None = Field(default=None, description="override of the GGUF's chat template")
     max_inference_time_seconds: float = Field(
@@ -68,6 +72,20 @@ class LLMSettings(BaseSettings):
             raise ValueError(f"LLM_GPU_LAYERS must be >= -1; got {number}")
         return str(number)
 
+    @field_validator("kv_cache_type", mode="before")
+    @classmethod
+    def _lower_kv_type(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _quantized_kv_needs_flash_attention(self) -> LLMSettings:
+        if self.kv_cache_type in ("q8_0", "q4_0") and not self.flash_attention:
+            raise ValueError(
+                f"LLM_KV_CACHE_TYPE={self.kv_cache_type} needs LLM_FLASH_ATTENTION=true (llama.cpp quantizes"
+                " the V cache only with flash attention); use f16 otherwise"
+            )
+        return self
+
     def resolved_model_path(self, *, fetch: bool = True) -> Path:
         """The GGUF file to load: the configured path, or the bundle (fetched on first use)."""
         from llm.bundles import resolve_model_path
@@ -87,7 +105,10 @@ def describe_settings_error(exc: Exception) -> str:
     prefix = _ENV_PREFIXES.get(exc.title, "")
     lines = []
     for err in exc.errors():
-        field = ".".join(str(p) for p in err.get("loc", ())) or "?"
-        value = err.get("input")
-        lines.append(f"{prefix}{field.upper()}={value!r}: {err.get('msg')}")
+        field = ".".join(str(p) for p in err.get("loc", ()))
+        message = str(err.get("msg", "")).removeprefix("Value error, ")
+        if not field:  # a check across several settings: its message names them
+            lines.append(message)
+            continue
+        lines.append(f"{prefix}{field.upper()}={err.get('input')!r}: {message}")
     return "invalid settings:\n  " + "\n  ".join(lines)

@@ -50,6 +50,7 @@ def build_graph(
     persona: str | None = None,
     clock: Callable[[], datetime] | None = None,
     degraded_reason: str | None = None,
+    generator: ResponseGenerator | None = None,
 ) -> CompiledStateGraph:
     """``process_input → dispatch_action → generate_response → finalize``.
 
@@ -57,9 +58,9 @@ def build_graph(
     why, e.g. ``model_load_failed``). Memory is the ``checkpointer``, keyed by ``thread_id``.
     """
     settings = settings or NailaSettings()
-    persona = persona if persona is not None else load_persona(settings.system_prompt_file)
     now = clock or (lambda: local_now(settings))
-    generator = ResponseGenerator(chat_model, settings, persona, now, degraded_reason)
+    if generator is None:
+        generator = make_generator(chat_model, settings, persona=persona, clock=clock, degraded_reason=degraded_reason)
 
     graph = StateGraph(NailaState)
     graph.add_node("process_input", _cheap_node("process_input", make_process_input(settings)))
@@ -75,6 +76,20 @@ def build_graph(
     return graph.compile(checkpointer=checkpointer, name="naila").with_config(
         metadata={"model_name": _model_label(chat_model)}
     )
+
+
+def make_generator(
+    chat_model: BaseChatModel | None,
+    settings: NailaSettings,
+    *,
+    persona: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+    degraded_reason: str | None = None,
+) -> ResponseGenerator:
+    """The generate_response node's object; pass it to :func:`build_graph` to keep a handle on it."""
+    persona = persona if persona is not None else load_persona(settings.system_prompt_file)
+    now = clock or (lambda: local_now(settings))
+    return ResponseGenerator(chat_model, settings, persona, now, degraded_reason)
 
 
 def _model_label(chat_model: BaseChatModel | None) -> str:

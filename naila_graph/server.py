@@ -26,11 +26,12 @@ from langchain_core.messages import AIMessageChunk
 
 from llm.errors import GenerationCancelledError, LLMError, ModelLoadError, ModelNotFoundError
 from naila_graph import protocol as p
-from naila_graph.graph import build_graph, turn_config, turn_input
+from naila_graph.graph import build_graph, make_generator, turn_config, turn_input
 from naila_graph.memory import open_async_checkpointer
 from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, RecentIds
 from naila_graph.settings import MQTTSettings, NailaSettings
 from nodes.finalize import speakable, speakable_sentences
+from nodes.generate_response import ResponseGenerator
 from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question, has_control_markup
 
 logger = logging.getLogger("naila.server")
@@ -91,6 +92,8 @@ class ServerStats:
     failures_total: int = 0
     llm_answers: int = 0
     tokens_per_second_sum: float = 0.0
+    prefills: int = 0
+    prefill_tokens: int = 0
 
     def record_tps(self, tps: float | None) -> None:
         if tps:
@@ -214,6 +217,7 @@ class NailaServer:
         self.hardware = "cpu"
         self.startup_phases: dict[str, float] = {}
         self._graph: Any = None
+        self._generator: ResponseGenerator | None = None
         self._stack = contextlib.AsyncExitStack()
         self._scheduler = FairScheduler(self.settings.queue_limit)
         self._recent = RecentIds(ttl=max(300.0, self.settings.stale_request_seconds * 2))
@@ -271,12 +275,17 @@ class NailaServer:
             await self._load_model()
         async with self._phase("build graph and memory"):
             saver = await self._stack.enter_async_context(open_async_checkpointer(self.settings.resolved_memory_url()))
+            model = self.chat_model if self.degraded_reason is None else None
+            self._generator = make_generator(
+                model, self.settings, clock=self._clock, degraded_reason=self.degraded_reason
+            )
             self._graph = build_graph(
-                self.chat_model if self.degraded_reason is None else None,
+                model,
                 saver,
                 settings=self.settings,
                 clock=self._clock,
                 degraded_reason=self.degraded_reason,
+                generator=self._generator,
             )
         async with self._phase("prime prompt cache"):
             await self._prime_cache()
@@ -771,6 +780,38 @@ class NailaServer:
             state.get("fallback_reason"),
             f"{metrics['tokens_per_second']} tok/s" if metrics.get("tokens_per_second") else "",
         )
+        if state.get("messages") and self._generator is not None and hasattr(self.chat_model, "aprefill"):
+            self._spawn(self._prefill_next_turn(request, state["messages"]))
+
+    async def _prefill_next_turn(self, request: p.Request, messages: list[Any]) -> None:
+        """While the robot speaks the answer, evaluate what the device's next prompt starts with (persona +
+        history including this turn), so its next turn only evaluates the new guidance and message.
+        Gives way to any request: skipped when one waits, stopped between small chunks when one comes."""
+        model = self.chat_model
+        generator = self._generator
+        if self.degraded_reason is not None or generator is None or model is None:
+            return
+
+        def busy() -> bool:
+            return self._scheduler.depth > 0 or self._stop_requested.is_set()
+
+        if busy():
+            return
+        started = time.perf_counter()
+        try:
+            prefix = await asyncio.to_thread(generator.next_turn_prefix, messages)
+            if busy():
+                return
+            evaluated = await model.aprefill(prefix, should_stop=busy)  # type: ignore[attr-defined]
+        except Exception as exc:  # an optimisation only: the next turn evaluates its whole prompt
+            _log(request).warning("prefill of the next turn failed: %s", exc)
+            return
+        if evaluated:
+            self.stats.prefills += 1
+            self.stats.prefill_tokens += evaluated
+            _log(request).debug(
+                "prefilled %d tokens of the next turn in %.0f ms", evaluated, (time.perf_counter() - started) * 1000
+            )
 
     # ------------------------------------------------------------------ payloads
 
@@ -860,6 +901,8 @@ class NailaServer:
                     "failures_total": s.failures_total,
                     "avg_tokens_per_second": s.avg_tokens_per_second,
                     "prompt_state_cache": _cache_stats(self.chat_model),
+                    "prefills": s.prefills,
+                    "prefill_tokens": s.prefill_tokens,
                 }
             },
         }

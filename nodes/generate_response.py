@@ -116,20 +116,23 @@ class ResponseGenerator:
                 pass  # the model is unusable; the fallback will answer anyway
         return count_tokens_approximately(messages)
 
+    def _history(self, messages: list[BaseMessage], guidance: str, text: str) -> list[BaseMessage]:
+        n_ctx = int(getattr(self.chat_model, "n_ctx", 4096) or 4096)
+        max_tokens = int(getattr(self.chat_model, "max_tokens", 512) or 512)
+        fixed = self._count(self._prompt.format_messages(history=[], guidance=guidance, input=text))
+        return select_history(
+            messages,
+            max_turns=self.settings.max_turns,
+            token_counter=self._count,
+            token_budget=n_ctx - max_tokens - fixed,
+        )
+
     def inputs(self, state: dict[str, Any]) -> dict[str, Any]:
         guidance = turn_guidance(
             intent=state.get("intent", "general"), now=self.clock(), truncated=bool(state.get("truncated"))
         )
         text = state.get("text", "")
-        n_ctx = int(getattr(self.chat_model, "n_ctx", 4096) or 4096)
-        max_tokens = int(getattr(self.chat_model, "max_tokens", 512) or 512)
-        fixed = self._count(self._prompt.format_messages(history=[], guidance=guidance, input=text))
-        history = select_history(
-            state.get("messages", []),
-            max_turns=self.settings.max_turns,
-            token_counter=self._count,
-            token_budget=n_ctx - max_tokens - fixed,
-        )
+        history = self._history(state.get("messages", []), guidance, text)
         return {
             "history": history,
             "guidance": guidance,
@@ -137,6 +140,13 @@ class ResponseGenerator:
             "intent": state.get("intent", "general"),
             "degraded_reason": self.degraded_reason,
         }
+
+    def next_turn_prefix(self, messages: list[BaseMessage]) -> list[BaseMessage]:
+        """The messages the next prompt of this conversation most likely starts with: the persona and
+        the history as the next turn will select it (its guidance and message are not known yet)."""
+        guidance = turn_guidance(intent="general", now=self.clock())
+        history = self._history(messages, guidance, "")
+        return self._prompt.format_messages(history=history, guidance=guidance, input="")[: len(history) + 1]
 
     @staticmethod
     def update(message: AIMessage, inputs: dict[str, Any]) -> dict[str, Any]:

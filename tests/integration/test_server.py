@@ -378,6 +378,37 @@ async def test_health_reports_model_queue_and_counts(mosquitto: Any, tmp_path: P
     assert health[-1]["system"]["memory_usage_mb"] > 10
 
 
+async def test_after_a_turn_the_next_prompt_prefix_is_prefilled_and_reused(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    from langchain_core.messages import SystemMessage
+
+    from prompts.persona import load_persona
+
+    model = _model(tiny_model)
+    async with (
+        robot(mosquitto.host, mosquitto.port) as bot,
+        running(mosquitto, tmp_path, model) as server,
+    ):
+        first = await bot.task("robot_p", "tell me about the moon")
+        await bot.answer(first)
+        health = await bot.wait_for(
+            lambda: [h for h in bot.on(p.HEALTH_TOPIC) if h["ai_services"]["llm"]["prefills"] >= 1],
+            what="health showing a prefill",
+        )
+        second = await bot.task("robot_p", "and the sun?")
+        await bot.answer(second)
+        metrics = (await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC, second), what="metrics"))[0]
+        assert server.stats.prefill_tokens >= health[-1]["ai_services"]["llm"]["prefill_tokens"] > 0
+    with open_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        turn_one = conversation_messages(saver, "robot_p")[:2]
+    persona = SystemMessage(load_persona(None))
+    persona_only = len(model.prompt_tokens([persona], add_generation_prompt=False))
+    with_turn_one = len(model.prompt_tokens([persona, *turn_one], add_generation_prompt=False))
+    # without the prefill only the persona would be shared with the first turn's prompt
+    assert metrics["cached_prompt_tokens"] >= with_turn_one > persona_only
+
+
 async def test_startup_status_and_graceful_shutdown_messages(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
     async with robot(mosquitto.host, mosquitto.port) as bot:
         async with running(mosquitto, tmp_path, _model(tiny_model)):

@@ -428,3 +428,97 @@ def test_the_budget_comes_from_the_settings_and_unload_frees_the_states(tiny_mod
     assert model.state_cache_stats.entries == 1 and model.state_cache_stats.budget_bytes == 3 * MIB
     model.unload()
     assert model.state_cache_stats.entries == 0
+
+
+# prefill: the next turn's known prefix evaluated ahead of time ------------------------------------------
+
+
+def test_prefilled_turns_evaluate_only_their_new_tokens_and_answer_as_if_alone(
+    cached: ChatLlamaCpp, fresh: ChatLlamaCpp
+) -> None:
+    answers: dict[tuple[str, int], str] = {}
+    for turn in range(3):
+        for name in QUESTIONS:  # round-robin, and every answered turn prefills that conversation's next one
+            messages = conversation(name, turn, answers)
+            ids, message = answer(cached, messages)
+            assert ids == alone(fresh, messages), (name, turn)
+            answers[(name, turn)] = message.text
+            if turn:  # the prefilled prefix (persona + history through the previous answer) was reused whole
+                prefix = cached.prompt_tokens(messages[:-1], add_generation_prompt=False)
+                assert cached_tokens(message) >= len(prefix), (name, turn)
+            nxt = [*messages, AIMessage(message.text)]
+            evaluated = cached.prefill(nxt)
+            assert evaluated > 0  # at least the answer as history (its template form was never evaluated)
+            assert cached.prefill(nxt) == 0  # nothing left to do the second time
+
+
+def test_prefill_gives_way_to_a_running_call_and_to_should_stop(cached: ChatLlamaCpp) -> None:
+    messages: list[BaseMessage] = [PERSONA, HumanMessage("Hi there!"), AIMessage("Hello! " * 40)]
+    total = len(cached.prompt_tokens(messages, add_generation_prompt=False))
+    ticket = cached._gate.acquire()  # someone else holds the model
+    try:
+        started = time.perf_counter()
+        assert cached.prefill(messages) == 0
+        assert time.perf_counter() - started < 0.5  # did not wait for the model
+    finally:
+        cached._gate.release(ticket)
+    calls = 0
+
+    def stop_after_two_chunks() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 2
+
+    partial = cached.prefill(messages, should_stop=stop_after_two_chunks, chunk_tokens=16)
+    assert partial == 32 < total
+    rest = cached.prefill(messages)  # continues from the state kept by the partial prefill
+    assert rest == total - partial
+
+
+def test_prefill_does_nothing_without_a_state_cache(fresh: ChatLlamaCpp) -> None:
+    assert fresh.prefill([PERSONA, HumanMessage("Hi"), AIMessage("Hello!")]) == 0
+
+
+def test_prefill_then_a_different_conversation_still_answers_as_if_alone(
+    cached: ChatLlamaCpp, fresh: ChatLlamaCpp
+) -> None:
+    history: list[BaseMessage] = [PERSONA, HumanMessage("Hi there!"), AIMessage("Hello, friend.")]
+    assert cached.prefill(history) > 0
+    other = [PERSONA, HumanMessage("Hey robot."), AIMessage("Hi!"), HumanMessage("Is the door shut?")]
+    ids, _ = answer(cached, other)
+    assert ids == alone(fresh, other)
+    same = [*history, HumanMessage("What's for dinner?")]
+    ids, message = answer(cached, same)
+    assert ids == alone(fresh, same)
+    assert cached_tokens(message) >= len(cached.prompt_tokens(history, add_generation_prompt=False))
+
+
+@pytest.mark.parametrize(
+    ("model_fixture", "kv_cache_type"),
+    [
+        ("tiny_model", "f16"),
+        # q8_0 blocks are 32 wide: the tiny model's 16-wide heads cannot hold them, the 0.5B's 64 can
+        pytest.param("real_model", "q8_0", marks=pytest.mark.real_model),
+    ],
+)
+def test_flash_attention_and_a_quantized_kv_cache_keep_answers_identical(
+    request: pytest.FixtureRequest, model_fixture: str, kv_cache_type: str
+) -> None:
+    path = request.getfixturevalue(model_fixture)
+    knobs: dict[str, Any] = {"flash_attn": True, "kv_cache_type": kv_cache_type, "max_tokens": 12}
+    model = make(path, state_cache_mb=64, **knobs)
+    reference = make(path, state_cache_mb=0, **knobs)
+    try:
+        answers: dict[tuple[str, int], str] = {}
+        for turn in range(2):
+            for name in QUESTIONS:
+                messages = conversation(name, turn, answers)
+                ids, message = answer(model, messages)
+                assert ids == alone(reference, messages), (name, turn)
+                answers[(name, turn)] = message.text
+        assert model.state_cache_stats.hits >= 3 and model.state_cache_stats.restore_failures == 0
+        ctx = model.llama.context_params
+        assert ctx.flash_attn_type == 1 and ctx.type_k == ctx.type_v == {"f16": 1, "q8_0": 8}[kv_cache_type]
+    finally:
+        model.unload()
+        reference.unload()

@@ -47,6 +47,9 @@ def test_reads_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path:
         ("LLM_GPU_LAYERS", "many", "LLM_GPU_LAYERS"),
         ("LLM_GPU_LAYERS", "-3", ">= -1"),
         ("LLM_MAX_INFERENCE_TIME_SECONDS", "0", "LLM_MAX_INFERENCE_TIME_SECONDS"),
+        ("LLM_KV_CACHE_TYPE", "q9", "LLM_KV_CACHE_TYPE='q9': Input should be 'f16'"),
+        ("LLM_KV_CACHE_TYPE", "q8_0", "LLM_KV_CACHE_TYPE=q8_0 needs LLM_FLASH_ATTENTION=true"),
+        ("LLM_FLASH_ATTENTION", "sometimes", "LLM_FLASH_ATTENTION='sometimes'"),
     ],
 )
 def test_bad_values_are_rejected_naming_the_variable(
@@ -65,3 +68,12 @@ def test_load_chat_model_maps_settings_without_loading_weights() -> None:
     assert model.is_loaded is False
     assert (model.n_ctx, model.timeout, model.queue_timeout) == (1024, 5, 60)
     assert model.model_path == "/nonexistent/model.gguf"
+
+
+def test_flash_attention_and_kv_cache_type_reach_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_FLASH_ATTENTION", "true")
+    monkeypatch.setenv("LLM_KV_CACHE_TYPE", "Q8_0")
+    model = load_chat_model(LLMSettings(model_path="/nonexistent/model.gguf"))
+    assert (model.flash_attn, model.kv_cache_type) == (True, "q8_0")
+    with pytest.raises(ValidationError, match="needs flash attention"):
+        ChatLlamaCpp(model_path="/nonexistent/model.gguf", kv_cache_type="q4_0")
