@@ -69,10 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.turns < 100 or args.warmup < 0:
         parser.error("--turns must be at least 100 and --warmup not negative")
-    samples = asyncio.run(_run(args.turns, args.warmup, args.state_cache_mb))
+    print_table(run_benchmark(args.turns, args.warmup, args.state_cache_mb))
+    return 0
+
+
+def run_benchmark(turns: int = 1000, warmup: int = 100, state_cache_mb: float = 512.0) -> list[tuple[str, str, str]]:
+    samples = asyncio.run(_run(turns, warmup, state_cache_mb))
     growth = samples[-1][1] - samples[0][1]
     cache_growth = samples[-1][2] - samples[0][2]
-    rows = [("metric", "value", "target")]
+    rows: list[tuple[str, str, str]] = [("metric", "value", "target")]
     rows.append((f"RSS growth over {samples[-1][0]} turns MB", f"{growth:.1f}", ""))
     rows.append(("  of which the prompt-state cache (bounded by its budget) MB", f"{cache_growth:.1f}", ""))
     rows.append(("  the rest (leak check) MB", f"{growth - cache_growth:.1f}", "<= 50"))
@@ -86,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 "",
             )
         )
-    print_table(rows)
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

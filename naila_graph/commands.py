@@ -62,12 +62,15 @@ def register(sub: Any, common: AddCommon) -> None:
     memclear.add_argument("id", help="device or conversation id")
     memclear.set_defaults(handler=cmd_memory_clear)
 
-    bench = sub.add_parser("bench", help="performance benchmark (ours vs raw llama-cpp-python); table on stdout")
+    bench = sub.add_parser(
+        "bench",
+        help="the performance suite: ours vs raw, interleaved devices, graph+MQTT, leak check,"
+        " bandwidth ceiling, knob sweep; one table on stdout",
+    )
     common(bench)
-    bench.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
-    bench.add_argument("--quick", action="store_true", help="3 rounds of 48 tokens")
-    bench.add_argument("--repeats", type=int, default=7)
-    bench.add_argument("--max-tokens", type=int, default=128)
+    from evals.bench_suite import add_arguments as add_bench_arguments
+
+    add_bench_arguments(bench)
     bench.set_defaults(handler=cmd_bench)
 
     config = sub.add_parser("config", help="settings")
@@ -203,11 +206,9 @@ def _other_settings() -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from evals.bench_llm import print_table, run_benchmark
+    from evals.bench_suite import run_from_args
 
-    repeats, max_tokens = (3, 48) if args.quick else (args.repeats, args.max_tokens)
-    print_table(run_benchmark(args.model, repeats, max_tokens))
-    return 0
+    return run_from_args(args)
 
 
 # ---------------------------------------------------------------- chat

@@ -54,7 +54,8 @@ def turn_guidance(
         parts.append("The person's message was very long and was cut; you may mention that.")
     if context:
         parts.append(f"Relevant context: {context}")
-    parts.append("Answer in one to three short spoken sentences unless they asked for details.")
+    # Nothing static here: the persona carries the standing rules (length, voice). Every token of the
+    # guidance is evaluated anew in every turn, before the first word of the answer.
     return " ".join(parts)
 
 

@@ -1,0 +1,102 @@
+"""The benchmark suite's plumbing on the tiny GGUF: parts, table, bandwidth probe, knob sweep.
+
+The figures themselves are measured by ``naila bench`` (docs/PERFORMANCE.md), never asserted here.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from evals import bench_suite
+from evals.bench_knobs import Config, configs, measure
+from evals.bench_roofline import Bandwidth
+from evals.bench_roofline import run_benchmark as roofline
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("1-6", [1, 2, 3, 4, 5, 6]), ("3", [3]), ("5,1,3-4", [1, 3, 4, 5]), (" 2 , 2 ", [2])],
+)
+def test_parts_parse(text: str, expected: list[int]) -> None:
+    assert bench_suite.parse_parts(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "7", "1-9", "x", "3-1", ",", ""])
+def test_bad_parts_are_refused_with_what_is_accepted(text: str) -> None:
+    with pytest.raises(ValueError, match="numbers 1-6"):
+        bench_suite.parse_parts(text)
+
+
+def test_naila_bench_rejects_bad_parts_without_running_anything() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "naila_graph.cli", "bench", "--parts", "8"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "--parts takes numbers 1-6" in result.stderr and result.stdout == ""
+
+
+def test_suite_table_has_one_header_and_every_row_of_every_part(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[str | None, bool]] = []
+
+    def part(rows: list[tuple[str, ...]]) -> Any:
+        def run(model: str | None, quick: bool) -> list[tuple[str, ...]]:
+            calls.append((model, quick))
+            return rows
+
+        return run
+
+    monkeypatch.setattr(
+        bench_suite,
+        "PARTS",
+        {
+            1: part([("metric", "median", "target"), ("ours / raw tok/s", "1.01 (1.00..1.02)", ">= 0.98")]),
+            4: part([("metric", "value", "target"), ("RSS growth MB", "3.0", "<= 50"), ("note only", "x")]),
+        },
+    )
+    table = bench_suite.run_suite("tiny.gguf", True, [1, 4])
+    assert calls == [("tiny.gguf", True), ("tiny.gguf", True)]
+    assert table == [
+        ("part", "metric", "median (min..max)", "target / note"),
+        ("1 ours vs raw", "ours / raw tok/s", "1.01 (1.00..1.02)", ">= 0.98"),
+        ("4 memory (leak check)", "RSS growth MB", "3.0", "<= 50"),
+        ("4 memory (leak check)", "note only", "x", ""),
+    ]
+    bench_suite.print_table(table)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("part") and set(lines[1]) <= {"-", "+"}
+    assert lines[4].startswith(" ")  # the part name is printed once per group
+    assert len(lines) == 2 + 3
+
+
+def test_bandwidth_probe_reads_the_whole_buffer() -> None:
+    probe = Bandwidth(64, threads=2)
+    assert len(probe.slices) == 2 and sum(s.nbytes for s in probe.slices) == 64 * 2**20
+    gbps = probe.measure(passes=2)
+    assert 0.1 < gbps < 10_000  # GB/s: any real machine is inside this range
+
+
+def test_roofline_rows_on_the_tiny_model(tiny_model: str) -> None:
+    rows = roofline(tiny_model, repeats=2, max_tokens=16, buffer_mb=64)
+    values = {r[0].split(",")[0]: r[1] for r in rows[1:]}
+    number = re.compile(r"^\d+(\.\d+)? \(\d+(\.\d+)?\.\.\d+(\.\d+)?\)$")
+    assert number.match(values["memory read bandwidth GB/s"])
+    assert number.match(values["generation tok/s (ChatLlamaCpp)"])
+    assert number.match(values["fraction of the ceiling (per round)"])
+    assert 0 < float(values["model weights MB"]) < 100  # the tiny model is a few MB at most
+
+
+def test_knob_sweep_varies_one_knob_at_a_time_from_the_defaults(tiny_model: str) -> None:
+    sweep = configs(default_threads=2, logical_cores=2)
+    assert sweep[0].fields == {} and sweep[0].name.startswith("default")
+    assert all(len(c.fields) == 1 or set(c.fields) == {"kv_cache_type", "flash_attn"} for c in sweep[1:])
+    names = [c.name for c in sweep]
+    assert "threads 1" in names and "flash attention True" in names and any("q8_0" in n for n in names)
+    sample = measure(tiny_model, Config("threads 1", {"n_threads": 1}), max_tokens=8)
+    assert sample.prompt_tps > 0 and sample.gen_tps > 0
