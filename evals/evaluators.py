@@ -397,7 +397,12 @@ _TEMPLATE_TEXT = re.compile(
     r"<\|[^|>]*\|?>|\|im_(?:start|end)\||\[/?INST\]|<</?SYS>>|</?think>|<(?:bos|eos|s|/s)>", re.I
 )
 _MARKDOWN = re.compile(r"\*\*|__|```|^\s*#{1,6}\s|^\s*(?:[-*•]|\d+\.)\s+\S|\|\s*-{3,}", re.M)
-_GUIDANCE_LEAK = ("current local time:", "answer in one to three short spoken sentences", "the person is greeting you")
+_GUIDANCE_LEAK = (
+    "current local time:",
+    "answer in one to three short spoken sentences",
+    "answer in at most three short sentences",
+    "the person is greeting you",
+)
 
 
 # A self-description may borrow a phrase of the persona ("a small, friendly and curious robot"); 15 words

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
@@ -29,6 +31,8 @@ from nodes.speech import has_control_markup
 from prompts.templates import build_prompt, select_history, turn_guidance
 
 logger = logging.getLogger(__name__)
+
+_COUNT_CACHE_SIZE = 4096  # messages whose token counts are remembered (a few turns of many devices)
 
 _REASONS: list[tuple[type[BaseException], str]] = [
     (ModelNotFoundError, "model_not_found"),
@@ -106,15 +110,48 @@ class ResponseGenerator:
         self.degraded_reason = degraded_reason if chat_model is None else None
         self.chain = build_response_chain(chat_model, persona)
         self._prompt = build_prompt(persona)
+        self._frame: int | None = None
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._counts_lock = threading.Lock()
 
     def _count(self, messages: list[BaseMessage]) -> int:
+        """Tokens of ``messages`` as a prompt, with the model's own tokenizer and chat template.
+
+        History selection counts many overlapping lists per turn; each message's tokens are counted once
+        (rendered after an empty system message, minus that) and remembered, so a turn tokenizes only
+        its new messages. Slightly high, never low: the empty system message is counted as well.
+        """
         model = self.chat_model
         if model is not None and hasattr(model, "prompt_tokens"):
             try:
-                return len(model.prompt_tokens(messages))
+                return self._frame_tokens() + sum(self._message_tokens(m) for m in messages)
             except LLMError:
                 pass  # the model is unusable; the fallback will answer anyway
         return count_tokens_approximately(messages)
+
+    def _frame_tokens(self) -> int:
+        """BOS, template preamble and the assistant header: what every prompt has besides its messages."""
+        if self._frame is None:
+            tokens = self.chat_model.prompt_tokens  # type: ignore[union-attr]
+            self._frame = len(tokens([SystemMessage("")]))
+        return self._frame
+
+    def _message_tokens(self, message: BaseMessage) -> int:
+        key = (message.type, message.text)
+        with self._counts_lock:
+            if key in self._counts:
+                self._counts.move_to_end(key)
+                return self._counts[key]
+        tokens = self.chat_model.prompt_tokens  # type: ignore[union-attr]
+        empty = SystemMessage("")
+        n = len(tokens([empty, message], add_generation_prompt=False)) - len(
+            tokens([empty], add_generation_prompt=False)
+        )
+        with self._counts_lock:
+            self._counts[key] = n
+            while len(self._counts) > _COUNT_CACHE_SIZE:
+                self._counts.popitem(last=False)
+        return n
 
     def _history(self, messages: list[BaseMessage], guidance: str, text: str) -> list[BaseMessage]:
         n_ctx = int(getattr(self.chat_model, "n_ctx", 4096) or 4096)

@@ -54,8 +54,9 @@ def turn_guidance(
         parts.append("The person's message was very long and was cut; you may mention that.")
     if context:
         parts.append(f"Relevant context: {context}")
-    # Nothing static here: the persona carries the standing rules (length, voice). Every token of the
-    # guidance is evaluated anew in every turn, before the first word of the answer.
+    # Every token here is evaluated anew in every turn, before the first word of the answer: the persona
+    # carries the standing rules; only a short length reminder is repeated (small models drift without it).
+    parts.append("Answer in at most three short sentences.")
     return " ".join(parts)
 
 
