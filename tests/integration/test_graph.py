@@ -222,3 +222,30 @@ def test_consecutive_prompts_share_the_persona_and_history_prefix(saver: SqliteS
     assert len(previous[2]) // 2 <= 10  # the turn cap holds
     assert block_drops >= 1  # trimming did happen in 12 turns...
     assert kept_prefix >= 2 * block_drops  # ...in blocks, not one turn per turn
+
+
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_chatml_model", "real_model"])
+def test_history_token_counts_are_never_below_the_real_prompt(request: pytest.FixtureRequest, fixture: str) -> None:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    from naila_graph.graph import make_generator
+
+    model = ChatLlamaCpp(model_path=request.getfixturevalue(fixture), n_ctx=2048)
+    generator = make_generator(model, NailaSettings())
+    history: list[Any] = []
+    for i in range(6):
+        history += [HumanMessage(f"Question {i}: why is the sky blue? ünïcödé 🌈"), AIMessage(f"Answer {i}. Light!")]
+    # prompts always start with the persona (a template may add its own default system turn otherwise)
+    for messages in (
+        [SystemMessage("persona text")],
+        [SystemMessage("persona text"), *history[:4], HumanMessage("now?")],
+        [SystemMessage("persona text"), *history, SystemMessage("guidance"), HumanMessage("now?")],
+    ):
+        real = len(model.prompt_tokens(messages))
+        counted = generator._count(messages)
+        counted_again = generator._count(messages)  # from the remembered per-message counts
+        assert counted == counted_again
+        assert real <= counted <= real + 40, (fixture, real, counted)  # at most the template's empty system turn
+    frame = generator._count([])
+    assert generator._count(history) == generator._count(history[:5]) + generator._count(history[5:]) - frame
+    model.unload()
