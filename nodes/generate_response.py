@@ -179,11 +179,13 @@ class ResponseGenerator:
         }
 
     def next_turn_prefix(self, messages: list[BaseMessage]) -> list[BaseMessage]:
-        """The messages the next prompt of this conversation most likely starts with: the persona and
-        the history as the next turn will select it (its guidance and message are not known yet)."""
+        """The messages the next prompt of this conversation most likely starts with: the persona, the
+        history as the next turn will select it, and the guidance as it reads now for a message without
+        an intent hint. Saved prompt states are matched token by token, so when the next turn's
+        guidance differs (another minute, an intent hint) everything up to the difference still counts."""
         guidance = turn_guidance(intent="general", now=self.clock())
         history = self._history(messages, guidance, "")
-        return self._prompt.format_messages(history=history, guidance=guidance, input="")[: len(history) + 1]
+        return self._prompt.format_messages(history=history, guidance=guidance, input="")[: len(history) + 2]
 
     @staticmethod
     def update(message: AIMessage, inputs: dict[str, Any]) -> dict[str, Any]:

@@ -45,8 +45,17 @@ def turn_guidance(
     truncated: bool = False,
     context: str | None = None,
 ) -> str:
-    """Per-turn instructions; they go after the history, never into the persona."""
-    parts = [f"Current local time: {now.strftime('%A, %d %B %Y, %H:%M')}."]
+    """Per-turn instructions; they go after the history, never into the persona.
+
+    The tokens here come before the first word of every answer. Most of them are predictable, so they go
+    first: the length reminder (small models drift without it; the persona carries the other standing
+    rules), then the time, then what depends on this turn's message. The server evaluates the
+    predictable start ahead of time (``ResponseGenerator.next_turn_prefix``).
+    """
+    parts = [
+        "Answer in at most three short sentences.",
+        f"Current local time: {now.strftime('%A, %d %B %Y, %H:%M')}.",
+    ]
     hint = INTENT_HINTS.get(intent, "")
     if hint:
         parts.append(hint)
@@ -54,9 +63,6 @@ def turn_guidance(
         parts.append("The person's message was very long and was cut; you may mention that.")
     if context:
         parts.append(f"Relevant context: {context}")
-    # Every token here is evaluated anew in every turn, before the first word of the answer: the persona
-    # carries the standing rules; only a short length reminder is repeated (small models drift without it).
-    parts.append("Answer in at most three short sentences.")
     return " ".join(parts)
 
 
