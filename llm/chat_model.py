@@ -530,19 +530,21 @@ class ChatLlamaCpp(BaseChatModel):
         )
 
     def _evaluate_prompt(self, llama: Any, prompt: list[int], check: Any) -> int:
-        """Evaluate all prompt tokens but the last, reusing the longest prefix already computed.
+        """Evaluate the prompt's full batches ahead of ``Llama.generate``, reusing the longest prefix known.
 
         That prefix comes from the live context (the previous call) or from a saved state of a recent
-        conversation, whichever is longer. Evaluation goes batch by batch so a cancel or deadline stops
-        a long prompt between batches; the last token is left to ``Llama.generate``, which then finds
-        the whole prefix cached.
+        conversation, whichever is longer. Whole ``n_batch`` batches go here, one at a time, so a cancel
+        or deadline stops a long prompt between batches; the last batch (with the last token, whose logits
+        start the answer) is left to ``Llama.generate``, which finds the rest cached. That is exactly
+        the batches raw llama-cpp-python evaluates: splitting off the last token alone would cost one
+        more pass over all the weights (~a token's generation time) before the first token.
         """
         cached = self._reuse_prefix(llama, prompt[:-1])
-        todo = prompt[cached:-1]
         step = llama.n_batch
-        for start in range(0, len(todo), step):
+        ahead = ((len(prompt) - cached - 1) // step) * step  # whole batches, never the last token
+        for start in range(cached, cached + ahead, step):
             check("prompt evaluation")
-            llama.eval(todo[start : start + step])
+            llama.eval(prompt[start : start + step])
         check("prompt evaluation")
         return cached
 

@@ -127,6 +127,7 @@ async def _ask(args: argparse.Namespace) -> int:
             password=mqtt.password,
             protocol=aiomqtt.ProtocolVersion.V311,
             timeout=10,
+            tls_context=mqtt.tls_context(),
         ) as client:
             for topic in topics:
                 await client.subscribe(topic, qos=1)

@@ -234,6 +234,7 @@ class NailaServer:
         self._health: asyncio.Task[None] | None = None
         self._accepting = False
         self._load_time_ms: float | None = None
+        self._tls_context: ssl.SSLContext | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -262,6 +263,7 @@ class NailaServer:
             from llm.hardware import detect_hardware
 
             self.hardware = detect_hardware().acceleration
+            self._tls_context = self.mqtt.tls_context()  # unusable certificate files stop the start here
             logger.info(
                 "broker %s:%s (MQTT %s, client id %s), memory %s, queue limit %d",
                 self.mqtt.broker_host,
@@ -460,11 +462,8 @@ class NailaServer:
             options["properties"] = props
         else:
             options["clean_session"] = m.clean_session
-        if m.tls_ca or m.tls_cert:
-            context = ssl.create_default_context(cafile=str(m.tls_ca) if m.tls_ca else None)
-            if m.tls_cert:
-                context.load_cert_chain(str(m.tls_cert), str(m.tls_key) if m.tls_key else None)
-            options["tls_context"] = context
+        if self._tls_context is not None:
+            options["tls_context"] = self._tls_context
         return options
 
     async def _connection_loop(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import platformdirs
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -93,6 +94,54 @@ class MQTTSettings(BaseSettings):
     def _protocol_text(cls, value: Any) -> Any:
         text = str(value).strip()
         return {"5.0": "5", "311": "3.1.1", "3": "3.1.1"}.get(text, text)
+
+    @field_validator("tls_ca", "tls_cert", "tls_key", "username", "password", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("tls_ca", "tls_cert", "tls_key")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        path = value.expanduser()
+        if not path.is_file():
+            raise ValueError(f"{path} is not a file (a PEM file is expected)")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{path} cannot be read: {exc.strerror}") from None
+        return path
+
+    @model_validator(mode="after")
+    def _key_goes_with_a_cert(self) -> MQTTSettings:
+        if self.tls_key is not None and self.tls_cert is None:
+            raise ValueError("MQTT_TLS_KEY is set without MQTT_TLS_CERT: set the client certificate as well")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_ca is not None or self.tls_cert is not None
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of the broker connection (None without TLS); a clear error for unusable files."""
+        if not self.tls:
+            return None
+        try:
+            context = ssl.create_default_context(cafile=str(self.tls_ca) if self.tls_ca else None)
+        except ssl.SSLError as exc:
+            raise ValueError(f"MQTT_TLS_CA={self.tls_ca}: not a usable CA certificate file ({exc})") from None
+        if self.tls_cert is not None:
+            try:
+                context.load_cert_chain(str(self.tls_cert), str(self.tls_key) if self.tls_key else None)
+            except ssl.SSLError as exc:
+                raise ValueError(
+                    f"MQTT_TLS_CERT={self.tls_cert} / MQTT_TLS_KEY={self.tls_key}: not a usable certificate and"
+                    f" key ({exc})"
+                ) from None
+        return context
 
 
 def settings_as_env() -> dict[str, Any]:

@@ -67,6 +67,7 @@ class Mosquitto:
         binary: str | None = None,
         workdir: Path | None = None,
         startup_timeout: float = 10.0,
+        extra_config: list[str] | None = None,
     ) -> None:
         if port == SYSTEM_BROKER_PORT:
             raise ValueError(f"port {SYSTEM_BROKER_PORT} belongs to the machine's own mosquitto; use another")
@@ -78,6 +79,7 @@ class Mosquitto:
         self._port_chosen = port is not None
         self.port = port if port is not None else free_port(host)
         self.startup_timeout = startup_timeout
+        self.extra_config = list(extra_config or [])  # more mosquitto.conf lines, e.g. a TLS listener
         self._owns_workdir = workdir is None
         self.workdir = Path(tempfile.mkdtemp(prefix="naila-mosquitto-")) if workdir is None else workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +168,7 @@ class Mosquitto:
             "connection_messages true",
             # Run as the current user: as root, mosquitto would otherwise switch to the `mosquitto` user.
             f"user {pwd.getpwuid(os.getuid()).pw_name}",
+            *self.extra_config,
         ]
         self.config_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
