@@ -111,9 +111,9 @@ def test_tls_settings_name_what_is_wrong(tmp_path: Path, certs: Certificates) ->
         MQTTSettings(tls_ca=certs.ca, tls_key=certs.client_key)
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a certificate\n")
-    with pytest.raises(ValueError, match="MQTT_TLS_CA=.*not a usable CA certificate"):
+    with pytest.raises(ValueError, match=r"MQTT_TLS_CA=.*not a usable CA certificate"):
         MQTTSettings(tls_ca=garbage).tls_context()
-    with pytest.raises(ValueError, match="MQTT_TLS_CERT=.*not a usable certificate and key"):
+    with pytest.raises(ValueError, match=r"MQTT_TLS_CERT=.*not a usable certificate and key"):
         MQTTSettings(tls_ca=certs.ca, tls_cert=certs.client_cert, tls_key=certs.server_key).tls_context()
     assert MQTTSettings(tls_ca="  ").tls_context() is None  # blank = unset: no TLS
     assert MQTTSettings(tls_ca=certs.ca).tls_context() is not None
