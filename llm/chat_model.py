@@ -517,7 +517,6 @@ class ChatLlamaCpp(BaseChatModel):
         if pending:
             yield pending
         end = time.perf_counter()
-        self._save_state(llama)
         decode_s = last_at - first_at if first_at is not None else 0.0
         yield _Done(
             finish_reason=finish,
@@ -528,6 +527,8 @@ class ChatLlamaCpp(BaseChatModel):
             inference_time_ms=(end - got_model) * 1000,
             tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
         )
+        # After the caller has the answer, still holding the model: the next call waits for a complete state.
+        self._save_state(llama)
 
     def _evaluate_prompt(self, llama: Any, prompt: list[int], check: Any) -> int:
         """Evaluate the prompt's full batches ahead of ``Llama.generate``, reusing the longest prefix known.
