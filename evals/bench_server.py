@@ -211,6 +211,14 @@ async def _server_part(
                     }
                     sample["overhead_ms"] = sample["final_ms"] - sample["model_ms"]
                     tl = m.get("timeline_ms") or {}
+                    # where the overhead went: waiting in the queue, graph before the model got its turn,
+                    # model done -> answer published, and what is left: the two MQTT hops
+                    sample["queue_ms"] = m["queue_time_ms"]
+                    sample["pre_model_ms"] = tl.get("model_done", 0.0) - m["inference_time_ms"]
+                    sample["post_model_ms"] = tl.get("answer_published", 0.0) - tl.get("model_done", 0.0)
+                    sample["mqtt_ms"] = (
+                        sample["overhead_ms"] - sample["queue_ms"] - sample["pre_model_ms"] - sample["post_model_ms"]
+                    )
                     _eprint(f"    server timeline ms: {tl}")
                     samples.append(sample)
                     _eprint(
@@ -227,6 +235,10 @@ async def _server_part(
                 "<= 10 (p50)",
             )
         )
+        rows.append(("  queue: received -> turn starts ms", _fmt([s["queue_ms"] for s in samples]), ""))
+        rows.append(("  graph before the model starts ms", _fmt([s["pre_model_ms"] for s in samples]), ""))
+        rows.append(("  model done -> answer published ms", _fmt([s["post_model_ms"] for s in samples]), ""))
+        rows.append(("  MQTT: robot -> server + server -> robot ms", _fmt([s["mqtt_ms"] for s in samples]), ""))
         rows.append(
             ("publish -> first sentence ms, warm turns", _fmt([s["first_sentence_ms"] for s in warm], 0), "<= 500")
         )

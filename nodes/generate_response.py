@@ -32,6 +32,7 @@ from prompts.templates import build_prompt, select_history, turn_guidance
 
 logger = logging.getLogger(__name__)
 
+_INLINE_INPUT_CHARS = 2000  # longer messages are tokenized in a worker thread, off the event loop
 _COUNT_CACHE_SIZE = 4096  # messages whose token counts are remembered (a few turns of many devices)
 
 _REASONS: list[tuple[type[BaseException], str]] = [
@@ -216,8 +217,17 @@ class ResponseGenerator:
         return self.update(self.chain.invoke(inputs, config), inputs)
 
     async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        inputs = await asyncio.to_thread(self.inputs, state)  # tokenizing may load the model
+        if self._inputs_are_cheap(state):  # a thread hop would cost more than the work
+            inputs = self.inputs(state)
+        else:  # tokenizing may load the model, or take a while for a long message
+            inputs = await asyncio.to_thread(self.inputs, state)
         return self.update(await self.chain.ainvoke(inputs, config), inputs)
+
+    def _inputs_are_cheap(self, state: dict[str, Any]) -> bool:
+        """Loaded model, short message: tokenizing the few new messages takes well under a millisecond
+        (the history's counts are remembered)."""
+        loaded = self.chat_model is None or bool(getattr(self.chat_model, "is_loaded", False))
+        return loaded and self._frame is not None and len(state.get("text") or "") <= _INLINE_INPUT_CHARS
 
     def as_runnable(self) -> Runnable:
         return RunnableLambda(self.invoke, afunc=self.ainvoke, name="generate_response")
