@@ -79,6 +79,48 @@ def _raw(llama: Any, prompt: list[int], max_tokens: int, params: dict[str, Any])
     return run
 
 
+def _first_text_ms(chunks: Any) -> float:
+    """Milliseconds until ``chunks`` yields its first piece of text (the rest is drained)."""
+    start = time.perf_counter()
+    first = None
+    for chunk in chunks:
+        text = chunk.text if hasattr(chunk, "text") else chunk["choices"][0]["text"]
+        if text and first is None:
+            first = time.perf_counter()
+    assert first is not None
+    return (first - start) * 1000
+
+
+def warm_ttft_pairs(ours: Any, raw: Any, messages: list, params: dict[str, Any], pairs: int) -> list[float]:
+    """ours − raw time to first token when both hold the conversation so far in their KV cache and
+    evaluate only a new ending (each pair asks the same question with a different last word): what our
+    code adds, without the second of full-prompt evaluation whose machine noise hides a few
+    milliseconds. Alternating order; one figure per pair."""
+    *head, question = messages
+
+    def variant(i: int) -> tuple[list, list[int]]:
+        asked = [*head, HumanMessage(f"{question.text} Number {i}.")]
+        return asked, ours.prompt_tokens(asked)
+
+    def run_ours(asked: list) -> float:
+        return _first_text_ms(ours.stream(asked, max_tokens=1))
+
+    def run_raw(tokens: list[int]) -> float:
+        return _first_text_ms(raw.create_completion(tokens, max_tokens=1, stream=True, **params))
+
+    asked, tokens = variant(0)
+    run_ours(asked), run_raw(tokens)  # both now hold the shared prefix
+    diffs = []
+    for i in range(1, pairs + 1):
+        asked, tokens = variant(i)
+        if i % 2 == 0:
+            o, r = run_ours(asked), run_raw(tokens)
+        else:
+            r, o = run_raw(tokens), run_ours(asked)
+        diffs.append(o - r)
+    return diffs
+
+
 def _community(path: str, messages: list, max_tokens: int, params: dict[str, Any]) -> Callable[[], Sample] | None:
     try:
         import warnings
@@ -172,8 +214,10 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
         rows.append((f"{name}: time to first token ms", _fmt([s.ttft_ms for s in samples[name]]), ""))
     tps_ratio = [o.decode_tps / r.decode_tps for o, r in zip(samples["ours"], samples["raw"], strict=True)]
     ttft_added = [o.ttft_ms - r.ttft_ms for o, r in zip(samples["ours"], samples["raw"], strict=True)]
+    warm = warm_ttft_pairs(ours, raw, messages, params, pairs=max(9, 3 * repeats))
     rows.append(("ours / raw tok/s (per round)", _fmt(tps_ratio, 3), ">= 0.98"))
-    rows.append(("ours - raw TTFT ms (per round)", _fmt(ttft_added, 2), "<= 5"))
+    rows.append(("ours - raw TTFT ms, whole prompt (per round)", _fmt(ttft_added, 2), ""))
+    rows.append((f"ours - raw TTFT ms, new ending only ({len(warm)} pairs)", _fmt(warm, 2), "<= 5"))
     if "community" in samples:
         ratio = [o.decode_tps / c.decode_tps for o, c in zip(samples["ours"], samples["community"], strict=True)]
         rows.append(("ours / community tok/s", _fmt(ratio, 3), ""))
