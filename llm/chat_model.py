@@ -66,6 +66,7 @@ class _Params:
     seed: int | None
     timeout: float | None
     cancel: threading.Event = field(default_factory=threading.Event)
+    conversation: str | None = None  # the memory thread id (from the run's metadata), for the state cache
 
 
 @dataclass
@@ -269,6 +270,7 @@ class ChatLlamaCpp(BaseChatModel):
         *,
         should_stop: Callable[[], bool] | None = None,
         chunk_tokens: int = 16,
+        conversation: str | None = None,
     ) -> int:
         """Evaluate ``messages`` ahead of time and keep the result as a saved prompt state.
 
@@ -304,14 +306,20 @@ class ChatLlamaCpp(BaseChatModel):
                 llama.eval(batch)
                 evaluated += len(batch)
             if evaluated:
-                self._save_state(llama)
+                self._save_state(llama, conversation)
             return evaluated
         finally:
             self._gate.release(ticket)
 
-    async def aprefill(self, messages: Sequence[BaseMessage], *, should_stop: Callable[[], bool] | None = None) -> int:
+    async def aprefill(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        should_stop: Callable[[], bool] | None = None,
+        conversation: str | None = None,
+    ) -> int:
         """:meth:`prefill` in a worker thread."""
-        return await asyncio.to_thread(self.prefill, messages, should_stop=should_stop)
+        return await asyncio.to_thread(self.prefill, messages, should_stop=should_stop, conversation=conversation)
 
     def _resolve_path(self) -> Path:
         from llm.bundles import resolve_model_path
@@ -528,7 +536,7 @@ class ChatLlamaCpp(BaseChatModel):
             tokens_per_second=(produced - 1) / decode_s if produced > 1 and decode_s > 0 else None,
         )
         # After the caller has the answer, still holding the model: the next call waits for a complete state.
-        self._save_state(llama)
+        self._save_state(llama, params.conversation)
 
     def _evaluate_prompt(self, llama: Any, prompt: list[int], check: Any) -> int:
         """Evaluate the prompt's full batches ahead of ``Llama.generate``, reusing the longest prefix known.
@@ -568,13 +576,13 @@ class ChatLlamaCpp(BaseChatModel):
             llama.reset()
         return cached
 
-    def _save_state(self, llama: Any) -> None:
+    def _save_state(self, llama: Any, conversation: str | None = None) -> None:
         """Keep the evaluated state of the conversation just answered (a consistent point)."""
         states = self._states
         if states is None or not states.enabled:
             return
         try:
-            save_state(llama, states)
+            save_state(llama, states, conversation)
         except Exception:  # caching is an optimisation: never fail an answer for it
             logger.exception("could not save the prompt state")
 
@@ -588,6 +596,7 @@ class ChatLlamaCpp(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         params = self._params(stop, kwargs)
+        params.conversation = _conversation_of(run_manager)
         for event in self._events(messages, params):
             chunk = self._to_chunk(event)
             if run_manager and isinstance(event, str):
@@ -611,6 +620,7 @@ class ChatLlamaCpp(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         params = self._params(stop, kwargs)
+        params.conversation = _conversation_of(run_manager)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
@@ -698,6 +708,13 @@ class Utf8Decoder:
 
     def flush(self) -> str:
         return self._decoder.decode(b"", final=True)
+
+
+def _conversation_of(run_manager: Any) -> str | None:
+    """The memory thread id of the run (LangGraph puts ``thread_id`` into the run's metadata)."""
+    metadata = getattr(run_manager, "metadata", None) or {}
+    thread = metadata.get("thread_id")
+    return str(thread) if thread is not None else None
 
 
 def _first_stop(text: str, stops: list[str]) -> int | None:

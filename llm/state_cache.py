@@ -26,6 +26,8 @@ import numpy.typing as npt
 logger = logging.getLogger(__name__)
 
 MIB = 1024 * 1024
+# Saved states kept per conversation: the newest answer's, and the prefill of its next turn.
+PER_CONVERSATION = 2
 _SEQ = 0  # Llama (llama-cpp-python) evaluates everything in sequence 0
 
 
@@ -49,6 +51,7 @@ class StateCacheStats:
 class _Entry:
     tokens: npt.NDArray[np.int32]
     data: npt.NDArray[np.uint8]
+    conversation: str | None = None
 
     @property
     def nbytes(self) -> int:
@@ -163,10 +166,20 @@ class PromptStateCache:
             _return_freed_memory()
         return True
 
-    def put(self, tokens: npt.NDArray[np.int32], data: npt.NDArray[np.uint8]) -> bool:
-        """Store a state as the newest (see :meth:`reserve` for what it replaces)."""
-        entry = _Entry(tokens=tokens, data=data)
+    def put(self, tokens: npt.NDArray[np.int32], data: npt.NDArray[np.uint8], conversation: str | None = None) -> bool:
+        """Store a state as the newest (see :meth:`reserve` for what it replaces).
+
+        ``conversation`` (the memory thread id, when the caller knows it) bounds what one conversation
+        keeps: its next prompt shares the most with its newest states, so only the newest
+        ``PER_CONVERSATION`` stay and older ones of that conversation go before anyone else's.
+        """
+        entry = _Entry(tokens=tokens, data=data, conversation=conversation)
         with self._lock:
+            if conversation is not None:
+                mine = [e for e in self._entries.values() if e.conversation == conversation]
+                for old in mine[: max(0, len(mine) - (PER_CONVERSATION - 1))]:  # oldest first
+                    self._remove(old)
+                    self._evictions += 1
             if not self.reserve(tokens, entry.nbytes):
                 return False
             self._ids += 1
@@ -219,7 +232,7 @@ def _kv_holds(llama: Any, n_tokens: int) -> bool:
     )
 
 
-def save_state(llama: Any, cache: PromptStateCache) -> bool:
+def save_state(llama: Any, cache: PromptStateCache, conversation: str | None = None) -> bool:
     """Snapshot the evaluated tokens of ``llama`` into ``cache`` (only when the KV cache is consistent)."""
     n = int(llama.n_tokens)
     if n == 0 or not cache.enabled:
@@ -238,7 +251,7 @@ def save_state(llama: Any, cache: PromptStateCache) -> bool:
     if written == 0 or written > size:
         logger.warning("llama.cpp could not copy the prompt state (%d of %d bytes)", written, size)
         return False
-    return cache.put(tokens, data[:written] if written < size else data)
+    return cache.put(tokens, data[:written] if written < size else data, conversation)
 
 
 def restore_state(llama: Any, entry: _Entry) -> bool:

@@ -801,7 +801,9 @@ class NailaServer:
             prefix = await asyncio.to_thread(generator.next_turn_prefix, messages)
             if busy():
                 return
-            evaluated = await model.aprefill(prefix, should_stop=busy)  # type: ignore[attr-defined]
+            evaluated = await model.aprefill(  # type: ignore[attr-defined]
+                prefix, should_stop=busy, conversation=request.thread_id
+            )
         except Exception as exc:  # an optimisation only: the next turn evaluates its whole prompt
             _log(request).warning("prefill of the next turn failed: %s", exc)
             return

@@ -522,3 +522,21 @@ def test_flash_attention_and_a_quantized_kv_cache_keep_answers_identical(
     finally:
         model.unload()
         reference.unload()
+
+
+async def test_graph_turns_keep_at_most_two_states_per_device(tiny_model: str, tmp_path: Any) -> None:
+    from naila_graph.graph import build_graph, turn_config, turn_input
+    from naila_graph.memory import open_async_checkpointer
+
+    model = make(tiny_model, state_cache_mb=256, max_tokens=8)
+    async with open_async_checkpointer(f"sqlite:///{tmp_path / 'm.sqlite'}") as saver:
+        graph = build_graph(model, saver)
+        for i in range(12):
+            device = f"dev{i % 3}"
+            await graph.ainvoke(turn_input(f"turn {i}, tell me more", device_id=device), turn_config(device))
+    stats = model.state_cache_stats
+    # every turn stored a state (the thread id reached the model), yet 3 devices hold 2 each at most
+    assert stats.entries == 6 and stats.evictions == 12 - 6
+    assert stats.hits + stats.live_hits + stats.misses == 12  # one lookup per turn
+    assert stats.hits >= 6 and stats.restore_failures == 0  # returning devices still restore their state
+    model.unload()

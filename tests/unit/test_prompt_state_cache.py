@@ -88,3 +88,19 @@ def test_a_failed_restore_drops_the_state_and_counts_a_miss() -> None:
     cache.restored(found[0], found[1], ok=False)
     stats = cache.stats()
     assert (stats.entries, stats.bytes, stats.hits, stats.misses, stats.restore_failures) == (0, 0, 0, 1, 1)
+
+
+def test_a_conversation_keeps_only_its_newest_states_and_others_are_untouched() -> None:
+    from llm.state_cache import PER_CONVERSATION
+
+    cache = PromptStateCache(1_000_000)
+    cache.put(as_tokens([9, 9]), state(100), conversation="other")
+    for turn in range(5):  # each turn diverges from the last (new guidance), so none is a prefix
+        cache.put(as_tokens([1, 2, turn, turn]), state(100), conversation="kitchen")
+    kitchen = [t for t in cache.tokens() if t[:2] == [1, 2]]
+    assert kitchen == [[1, 2, t, t] for t in range(5 - PER_CONVERSATION, 5)]  # the newest ones
+    assert [9, 9] in cache.tokens()  # another conversation's state stays
+    cache.put(as_tokens([7, 7]), state(100))  # no conversation given: plain least-recently-stored
+    cache.put(as_tokens([7, 8]), state(100))
+    assert [7, 7] in cache.tokens() and [7, 8] in cache.tokens()
+    assert cache.stats().evictions == 5 - PER_CONVERSATION
