@@ -181,7 +181,14 @@ async def _server_part(
     from naila_graph.settings import MQTTSettings, NailaSettings
 
     path = str(resolve_model_path(model_path))
-    model = ChatLlamaCpp(model_path=path, n_ctx=4096, max_tokens=96, temperature=0.0, seed=1)
+    model = ChatLlamaCpp(
+        model_path=path,
+        n_ctx=4096,
+        max_tokens=96,
+        temperature=0.0,
+        seed=1,
+        n_threads=int(__import__("os").environ.get("BENCH_THREADS", "0")) or None,
+    )
     rows: list[tuple[str, str, str]] = []
     with _broker() as (port, broker_kind), tempfile.TemporaryDirectory() as tmp:
         settings = NailaSettings(
