@@ -18,6 +18,8 @@ Parts (each measured side by side within its own run: order alternated, repeated
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -115,14 +117,33 @@ def parse_parts(text: str) -> list[int]:
     return sorted(chosen)
 
 
-def run_suite(model: str | None, quick: bool, parts: Sequence[int]) -> Rows:
+def run_part_isolated(number: int, model: str | None, quick: bool) -> Rows:
+    """One part in a process of its own, so no part inherits another's threads, memory or caches (an
+    earlier part's llama.cpp threads slow a later one's: see ChatLlamaCpp._start_generation)."""
+    command = [sys.executable, "-m", "evals.bench_suite", "--run-part", str(number)]
+    if model:
+        command += ["--model", model]
+    if quick:
+        command.append("--quick")
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)  # stderr: progress
+    if result.returncode != 0:
+        raise RuntimeError(f"part {number} ({PART_NAMES[number]}) failed with exit code {result.returncode}")
+    return [tuple(row) for row in json.loads(result.stdout)]
+
+
+def run_suite(
+    model: str | None,
+    quick: bool,
+    parts: Sequence[int],
+    runner: Callable[[int, str | None, bool], Rows] = run_part_isolated,
+) -> Rows:
     """Run the chosen parts in order and return one table: part | metric | value | target."""
     table: Rows = [("part", "metric", "median (min..max)", "target / note")]
     for number in parts:
         name = f"{number} {PART_NAMES[number]}"
         _eprint(f"== part {name} ==")
         started = time.perf_counter()
-        rows = PARTS[number](model, quick)
+        rows = runner(number, model, quick)
         for row in rows[1:]:  # each part's own header is replaced by the suite's
             metric, value, target = (*row, "", "")[:3]
             table.append((name, metric, value, target))
@@ -163,7 +184,12 @@ def run_from_args(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_arguments(parser)
-    return run_from_args(parser.parse_args(argv))
+    parser.add_argument("--run-part", type=int, choices=sorted(PARTS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_part:  # the child process of run_part_isolated: rows as JSON on stdout
+        print(json.dumps(PARTS[args.run_part](args.model, args.quick)))
+        return 0
+    return run_from_args(args)
 
 
 if __name__ == "__main__":

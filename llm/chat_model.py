@@ -11,7 +11,6 @@ import asyncio
 import codecs
 import gc
 import logging
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -620,45 +619,25 @@ class ChatLlamaCpp(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         params = self._params(stop, kwargs)
         params.conversation = _conversation_of(run_manager)
-        # A short queue: the generation stays a few tokens ahead of a slow reader, not a whole answer.
-        events: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=4)
-
-        def put(kind: str, value: Any) -> None:
-            while not params.cancel.is_set():
-                try:
-                    events.put((kind, value), timeout=0.05)
-                    return
-                except queue.Full:
-                    continue
-            if kind == "event":  # the reader is gone: stop generating
-                raise GenerationCancelledError("generation cancelled by the caller")
-
-        worker = self._start_generation(messages, params, put)
-        try:
-            while True:
-                kind, value = events.get()
-                if kind == "end":
-                    break
-                if kind == "error":
-                    raise value
-                chunk = self._to_chunk(value)
-                if run_manager and isinstance(value, str):
-                    run_manager.on_llm_new_token(value, chunk=chunk)
-                yield chunk
-        finally:
-            params.cancel.set()  # no-op when finished; stops the worker at the next token otherwise
-            worker.join()  # a closed stream returns once the model is free again
+        # In the caller's thread (as raw llama-cpp-python does): see _start_generation for why threads matter.
+        for event in self._events(messages, params):
+            chunk = self._to_chunk(event)
+            if run_manager and isinstance(event, str):
+                run_manager.on_llm_new_token(event, chunk=chunk)
+            yield chunk
 
     def _start_generation(
         self, messages: list[BaseMessage], params: _Params, put: Callable[[str, Any], None]
     ) -> threading.Thread:
-        """Generate in a new thread that ends with the generation; events go to ``put``.
+        """Generate in a new thread that ends with the generation; events go to ``put`` (async callers).
 
-        Every llama.cpp computation runs in a thread of its own that ends with it (generation here,
-        :meth:`prefill` too). llama.cpp computes with OpenMP, and OpenMP keeps a team of worker threads
-        for each thread that ever computed: one long-lived caller's idle team is enough for libgomp to
-        count more threads than CPUs and switch its barriers from spinning to sleeping. Measured on 2
-        cores: generation fell from 26 to 17 tok/s after one computation from a pool thread.
+        Threads matter: llama.cpp computes with OpenMP, and OpenMP keeps a team of worker threads for
+        every thread that ever computed, for as long as that thread lives. One idle team of a long-lived
+        thread (a pool thread, or the main thread after a sync call) is enough for libgomp to count more
+        threads than CPUs and switch its barriers from spinning to sleeping: measured on 2 cores,
+        generation fell from 26 to 17 tok/s. So async generation and :meth:`prefill` compute in threads
+        that end with them, and sync calls in the caller's own thread. Mixing sync calls from a
+        long-lived thread with async ones in one process slows both (the server never does).
         """
 
         def work() -> None:

@@ -346,15 +346,15 @@ async def test_concurrent_tasks_get_the_answers_of_sequential_runs(model: ChatLl
     assert [r.text for r in concurrent] == sequential
 
 
-def test_a_running_stream_holds_the_model_and_queue_timeout_bounds_the_wait(tiny_model: str) -> None:
-    m = make(tiny_model, queue_timeout=0.2, n_ctx=8192, max_tokens=8000)  # seconds of generation
+def test_an_open_stream_holds_the_model_and_queue_timeout_bounds_the_wait(tiny_model: str) -> None:
+    m = make(tiny_model, queue_timeout=0.2)
     stream = m.stream(PROMPT)
-    next(stream)  # generation started (in its own thread): it owns the context until done or closed
+    next(stream)  # generation started: the stream owns the context until it is closed
     errors: list[BaseException] = []
 
     def other() -> None:
         try:
-            m.invoke("hi", max_tokens=4)
+            m.invoke("hi")
         except BaseException as exc:
             errors.append(exc)
 
@@ -362,10 +362,8 @@ def test_a_running_stream_holds_the_model_and_queue_timeout_bounds_the_wait(tiny
     t.start()
     t.join(5)
     assert len(errors) == 1 and isinstance(errors[0], QueueTimeoutError)
-    started = time.perf_counter()
-    stream.close()  # cancels the generation at its next token
-    assert m.invoke("hi", max_tokens=4).text  # closing the stream released the model
-    assert time.perf_counter() - started < 2.0  # long before 8000 tokens could have been generated
+    stream.close()
+    assert m.invoke("hi").text  # closing the stream released the model
 
 
 # 10. cancellation and deadlines ---------------------------------------------------------------------
