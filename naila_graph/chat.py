@@ -37,7 +37,7 @@ def open_model(model_override: str | None) -> tuple[Any, str | None]:
 
 def run_chat(args: argparse.Namespace) -> int:
     from naila_graph.graph import build_graph
-    from naila_graph.memory import clear_conversation, open_checkpointer
+    from naila_graph.memory import clear_conversation, open_checkpointer, prune_thread
     from naila_graph.settings import NailaSettings
 
     settings = NailaSettings()
@@ -58,6 +58,7 @@ def run_chat(args: argparse.Namespace) -> int:
         graph = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
         assert text is not None
         result = _turn(graph, text, args, thread_id)
+        prune_thread(saver, thread_id)
         print(result["response_text"])
         if args.verbose:
             _report(result)
@@ -68,7 +69,7 @@ def _turn(graph: Any, text: str, args: argparse.Namespace, thread_id: str) -> di
     from naila_graph.graph import turn_config, turn_input
 
     inputs = turn_input(text, device_id=args.device, input_type="text")
-    return dict(graph.invoke(inputs, turn_config(thread_id, device_id=args.device)))
+    return dict(graph.invoke(inputs, turn_config(thread_id, device_id=args.device), durability="exit"))
 
 
 async def _streamed_turn(
@@ -77,7 +78,7 @@ async def _streamed_turn(
     """One turn with the answer streamed to stdout. Async, so Ctrl-C cancels the generation itself:
     asyncio.run turns SIGINT into cancelling this task, and the chat model stops at the next token."""
     from naila_graph.graph import build_graph, turn_config, turn_input
-    from naila_graph.memory import open_async_checkpointer
+    from naila_graph.memory import aprune_thread, open_async_checkpointer
 
     out = sys.stdout
     inputs = turn_input(text, device_id=args.device, input_type="text")
@@ -86,7 +87,7 @@ async def _streamed_turn(
     final: dict[str, Any] = {}
     async with open_async_checkpointer(settings.resolved_memory_url()) as saver:
         graph: Any = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
-        async for mode, payload in graph.astream(inputs, config, stream_mode=["messages", "values"]):
+        async for mode, payload in graph.astream(inputs, config, stream_mode=["messages", "values"], durability="exit"):
             if mode == "messages":
                 chunk, meta = payload
                 if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == "generate_response":
@@ -96,6 +97,7 @@ async def _streamed_turn(
                         streamed = True
             else:
                 final = payload
+        await aprune_thread(saver, thread_id)
     if not streamed:
         out.write(final.get("response_text", ""))
     elif final.get("response_source") != "llm":

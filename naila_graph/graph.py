@@ -15,7 +15,7 @@ from langgraph.graph.state import CompiledStateGraph
 from naila_graph.settings import NailaSettings
 from naila_graph.state import NailaState
 from nodes.dispatch_action import local_now, make_dispatch_action
-from nodes.finalize import finalize
+from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
 from prompts.persona import load_persona
@@ -66,7 +66,7 @@ def build_graph(
     graph.add_node("process_input", _cheap_node("process_input", make_process_input(settings)))
     graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(settings, now)))
     graph.add_node("generate_response", generator.as_runnable())
-    graph.add_node("finalize", _cheap_node("finalize", finalize))
+    graph.add_node("finalize", _cheap_node("finalize", make_finalize(settings.memory_max_turns)))
     graph.add_edge(START, "process_input")
     graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])
     graph.add_conditional_edges("dispatch_action", _after_action, ["generate_response", "finalize"])

@@ -98,6 +98,71 @@ async def open_async_checkpointer(url: str) -> AsyncIterator[BaseCheckpointSaver
         raise MemoryConfigError(f"NAILA_MEMORY_URL must be sqlite:///path or postgresql://…, got {url!r}")
 
 
+# Keeping only a thread's newest checkpoint. NAILA never travels back in time: a turn reads the latest state
+# and writes one new checkpoint (durability="exit"), and each checkpoint holds the whole conversation, so
+# older ones are dead weight that grows with every turn. LangGraph's savers have no prune of their own
+# (BaseCheckpointSaver.prune is not implemented by the SQLite and Postgres savers), hence these statements,
+# written against the savers' own schemas. Only checkpoints older than the newest are touched, so a turn
+# that writes meanwhile is never affected.
+_SQLITE_PRUNE = (
+    "DELETE FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = '' AND checkpoint_id <"
+    " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = '')",
+    "DELETE FROM writes WHERE thread_id = ?1 AND checkpoint_ns = '' AND checkpoint_id <"
+    " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = '')",
+)
+_POSTGRES_PRUNE = (
+    "DELETE FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '' AND checkpoint_id <"
+    " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '')",
+    "DELETE FROM checkpoint_writes WHERE thread_id = %(t)s AND checkpoint_ns = '' AND checkpoint_id <"
+    " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '')",
+    # channel values live in blobs keyed by version; keep those the remaining checkpoints point to
+    "DELETE FROM checkpoint_blobs b WHERE b.thread_id = %(t)s AND b.checkpoint_ns = '' AND NOT EXISTS"
+    " (SELECT 1 FROM checkpoints c WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns"
+    " AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
+)
+
+
+def prune_thread(saver: BaseCheckpointSaver, thread_id: str) -> int:
+    """Drop every checkpoint of ``thread_id`` but the newest; returns the rows removed (0 for other savers)."""
+    from langgraph.checkpoint.sqlite import SqliteSaver
+
+    if isinstance(saver, SqliteSaver):
+        with saver.lock:
+            removed = sum(saver.conn.execute(sql, (thread_id,)).rowcount for sql in _SQLITE_PRUNE)
+            saver.conn.commit()
+        return removed
+    if type(saver).__name__ == "PostgresSaver":
+        with saver._cursor() as cur:  # type: ignore[attr-defined]
+            removed = 0
+            for sql in _POSTGRES_PRUNE:
+                cur.execute(sql, {"t": thread_id})
+                removed += max(cur.rowcount, 0)
+        return removed
+    return 0
+
+
+async def aprune_thread(saver: BaseCheckpointSaver, thread_id: str) -> int:
+    """:func:`prune_thread` for the async savers (the server runs it after each answered turn)."""
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    if isinstance(saver, AsyncSqliteSaver):
+        async with saver.lock:
+            removed = 0
+            for sql in _SQLITE_PRUNE:
+                cursor = await saver.conn.execute(sql, (thread_id,))
+                removed += max(cursor.rowcount, 0)
+            await saver.conn.commit()
+        return removed
+    if type(saver).__name__ == "AsyncPostgresSaver":
+        async with saver._cursor() as cur:  # type: ignore[attr-defined]
+            removed = 0
+            for sql in _POSTGRES_PRUNE:
+                await cur.execute(sql, {"t": thread_id})
+                removed += max(cur.rowcount, 0)
+        return removed
+    return 0
+
+
 @dataclass(frozen=True)
 class ConversationSummary:
     thread_id: str

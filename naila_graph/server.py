@@ -27,7 +27,7 @@ from langchain_core.messages import AIMessageChunk
 from llm.errors import GenerationCancelledError, LLMError, ModelLoadError, ModelNotFoundError
 from naila_graph import protocol as p
 from naila_graph.graph import build_graph, make_generator, turn_config, turn_input
-from naila_graph.memory import open_async_checkpointer
+from naila_graph.memory import aprune_thread, open_async_checkpointer
 from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, RecentIds
 from naila_graph.settings import MQTTSettings, NailaSettings
 from nodes.finalize import speakable, speakable_sentences
@@ -152,23 +152,25 @@ class _SentenceStream:
                 await self._send(cleaned, final=False)
                 self.sent.append(cleaned)
 
-    async def model_done(self) -> bool:
-        """The model finished: send the last sentence now rather than after memory is written.
+    def model_done(self) -> dict[str, Any] | None:
+        """The model finished: the last stream message, to send now rather than after memory is written.
 
-        Only when the text will pass the generate_response validation unchanged; otherwise wait for the
-        graph's final answer (the fallback may replace it). True when the stream is complete.
+        Only when the text will pass the generate_response validation unchanged; otherwise None: wait for
+        the graph's final answer (the fallback may replace it). The caller publishes it together with the
+        final answer, so neither waits for the broker's acknowledgement of the other.
         """
         if self.closed or not self.raw.strip() or has_control_markup(self.raw):
-            return self.closed
+            return None
         rest = self.splitter.flush()
         tail = clean_for_speech(rest) if rest else ""
         if not self.sent and not tail:
-            return False
+            return None
         if tail:
             self.sent.append(tail)
-        await self._send(tail, final=True)
+        payload = p.stream_payload(self.request.task_id, self.seq, tail, final=True)
+        self.seq += 1
         self.closed = True
-        return True
+        return payload
 
     async def finish(self, answer: str) -> None:
         """The last message; tells the robot to drop what it had when the answer was replaced."""
@@ -217,6 +219,7 @@ class NailaServer:
         self.hardware = "cpu"
         self.startup_phases: dict[str, float] = {}
         self._graph: Any = None
+        self._saver: Any = None
         self._generator: ResponseGenerator | None = None
         self._stack = contextlib.AsyncExitStack()
         self._scheduler = FairScheduler(self.settings.queue_limit)
@@ -277,6 +280,7 @@ class NailaServer:
             await self._load_model()
         async with self._phase("build graph and memory"):
             saver = await self._stack.enter_async_context(open_async_checkpointer(self.settings.resolved_memory_url()))
+            self._saver = saver
             model = self.chat_model if self.degraded_reason is None else None
             self._generator = make_generator(
                 model, self.settings, clock=self._clock, degraded_reason=self.degraded_reason
@@ -718,10 +722,16 @@ class NailaServer:
                         finish_reason = chunk.response_metadata.get("finish_reason")
                         if finish_reason:
                             mark("model_done")
-                            if await stream.model_done():
-                                # The answer is final: the robot gets it now, memory is written after.
+                            last = stream.model_done()
+                            if last is not None:
+                                # The answer is final: the robot gets it now, memory is written after. Both
+                                # messages go out at once (in this order); their acknowledgements are awaited
+                                # together, not one round trip to the broker after the other.
                                 published = early_answer(state, stream.raw, finish_reason)
-                                await self.publish(p.RESPONSE_TOPIC, p.response_payload(request, published))
+                                await asyncio.gather(
+                                    self.publish(stream.topic, last),
+                                    self.publish(p.RESPONSE_TOPIC, p.response_payload(request, published)),
+                                )
                                 mark("answer_published")
                                 if (running := self._running.get(request.device_id)) is not None:
                                     running.answered = True
@@ -781,6 +791,19 @@ class NailaServer:
         )
         if state.get("messages") and self._generator is not None and hasattr(self.chat_model, "aprefill"):
             self._spawn(self._prefill_next_turn(request, state["messages"]))
+        self._spawn(self._prune(request))
+
+    async def _prune(self, request: p.Request) -> None:
+        """Drop the thread's older checkpoints (each holds the whole conversation); off the answer's path."""
+        if self._saver is None:
+            return
+        try:
+            removed = await aprune_thread(self._saver, request.thread_id)
+        except Exception:  # pruning is housekeeping: never fail a turn for it
+            _log(request).exception("could not prune the old checkpoints of %s", request.thread_id)
+            return
+        if removed:
+            _log(request).debug("pruned %d old checkpoint rows of %s", removed, request.thread_id)
 
     async def _prefill_next_turn(self, request: p.Request, messages: list[Any]) -> None:
         """While the robot speaks the answer, evaluate what the device's next prompt starts with (persona +

@@ -26,6 +26,9 @@ class NailaSettings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     memory_url: str | None = Field(default=None, description="sqlite:///path or postgresql://...")
     max_turns: int = Field(default=20, ge=1, le=1000, description="history turns in the prompt (1..1000)")
+    memory_max_turns: int = Field(
+        default=100, ge=1, le=100_000, description="turns stored per conversation, oldest dropped (1..100000)"
+    )
     max_input_chars: int = Field(default=4000, ge=16, le=1_000_000, description="input cut (16..1000000)")
     confidence_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="STT confidence floor (0..1)")
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin; unset = local")
@@ -59,6 +62,15 @@ class NailaSettings(BaseSettings):
         if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
             raise ValueError(f"must start with sqlite:/// or postgresql:// (got {value!r})")
         return value
+
+    @model_validator(mode="after")
+    def _memory_holds_the_prompt(self) -> NailaSettings:
+        if self.memory_max_turns < self.max_turns:
+            raise ValueError(
+                f"NAILA_MEMORY_MAX_TURNS ({self.memory_max_turns}) must be at least NAILA_MAX_TURNS"
+                f" ({self.max_turns}): the prompt's history comes from the stored turns"
+            )
+        return self
 
     def zone(self) -> ZoneInfo | None:
         return ZoneInfo(self.timezone) if self.timezone else None

@@ -249,3 +249,76 @@ def test_history_token_counts_are_never_below_the_real_prompt(request: pytest.Fi
     frame = generator._count([])
     assert generator._count(history) == generator._count(history[:5]) + generator._count(history[5:]) - frame
     model.unload()
+
+
+def test_memory_keeps_the_newest_turns_in_strict_pairs(saver: SqliteSaver) -> None:
+    settings = NailaSettings(max_turns=2, memory_max_turns=3)
+    graph = build_graph(fake(*[f"answer {i}" for i in range(5)]), saver, settings=settings)
+    for i in range(5):
+        turn(graph, f"question {i}")
+    stored = graph.get_state(turn_config("robot1")).values["messages"]
+    assert [(m.type, m.text) for m in stored] == [
+        ("human", "question 2"),
+        ("ai", "answer 2"),
+        ("human", "question 3"),
+        ("ai", "answer 3"),
+        ("human", "question 4"),
+        ("ai", "answer 4"),
+    ]
+
+
+def test_memory_bound_below_the_prompt_window_is_refused() -> None:
+    with pytest.raises(ValueError, match="NAILA_MEMORY_MAX_TURNS \\(5\\) must be at least NAILA_MAX_TURNS \\(20\\)"):
+        NailaSettings(memory_max_turns=5)
+
+
+def _rows(db: Path, table: str, thread: str) -> int:
+    with sqlite3.connect(db) as conn:
+        count: int = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE thread_id = ?", (thread,)).fetchone()[0]
+        return count
+
+
+def test_pruning_keeps_only_the_newest_checkpoint_of_a_thread(tmp_path: Path) -> None:
+    from naila_graph.memory import open_checkpointer, prune_thread
+
+    db = tmp_path / "m.sqlite"
+    with open_checkpointer(f"sqlite:///{db}") as saver:
+        graph = build_graph(fake(*[f"answer {i}" for i in range(6)]), saver)
+        for i, device in enumerate(["a", "b", "a", "b", "a", "b"]):
+            turn(graph, f"question {i} from {device}", device=device)  # default durability: a checkpoint per step
+        before_a, before_b = _rows(db, "checkpoints", "a"), _rows(db, "checkpoints", "b")
+        assert before_a > 3 and before_b > 3 and _rows(db, "writes", "a") > 0
+        expected = graph.get_state(turn_config("a")).values["messages"]
+
+        assert prune_thread(saver, "a") > 0
+        assert _rows(db, "checkpoints", "a") == 1 and _rows(db, "writes", "a") == 0
+        assert _rows(db, "checkpoints", "b") == before_b  # the other thread is untouched
+        assert graph.get_state(turn_config("a")).values["messages"] == expected
+        assert prune_thread(saver, "a") == 0  # nothing left to drop
+
+        turn(graph, "and one more", device="a")  # the conversation goes on from the kept checkpoint
+        texts = [m.text for m in graph.get_state(turn_config("a")).values["messages"] if m.type == "human"]
+        assert texts == ["question 0 from a", "question 2 from a", "question 4 from a", "and one more"]
+
+
+async def test_async_pruning_bounds_the_database_of_a_long_conversation(tmp_path: Path) -> None:
+    """The server's path: durability="exit" + aprune_thread after each turn. The database stops growing
+    with the conversation's age once the stored turns reach NAILA_MEMORY_MAX_TURNS."""
+    from naila_graph.memory import aprune_thread, open_async_checkpointer
+
+    db = tmp_path / "m.sqlite"
+    settings = NailaSettings(max_turns=2, memory_max_turns=4)
+    answers = itertools.cycle([AIMessage("A fairly ordinary answer of a few words. " * 4)])
+    sizes: list[int] = []
+    async with open_async_checkpointer(f"sqlite:///{db}") as saver:
+        graph = build_graph(GenericFakeChatModel(messages=answers), saver, settings=settings)
+        for i in range(60):
+            await graph.ainvoke(turn_input(f"question {i}", device_id="d"), turn_config("d"), durability="exit")
+            await aprune_thread(saver, "d")
+            if i % 20 == 19:
+                with sqlite3.connect(db) as reader:  # WAL: a second connection reads what was committed
+                    sizes.append(reader.execute("SELECT SUM(LENGTH(checkpoint)) FROM checkpoints").fetchone()[0])
+        state = await graph.aget_state(turn_config("d"))
+    assert _rows(db, "checkpoints", "d") == 1
+    assert [m.text for m in state.values["messages"] if m.type == "human"] == [f"question {i}" for i in range(56, 60)]
+    assert max(sizes) - min(sizes) < 200, sizes  # the one checkpoint left holds 4 turns, whatever the age

@@ -24,11 +24,13 @@ from psycopg import sql
 from llm import ChatLlamaCpp
 from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.memory import (
+    aprune_thread,
     clear_conversation,
     conversation_messages,
     list_conversations,
     open_async_checkpointer,
     open_checkpointer,
+    prune_thread,
 )
 
 SERVER_URL = os.environ.get("NAILA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -156,3 +158,45 @@ async def test_async_postgres_memory_survives_a_restart(pg_url: str, tiny_model:
     assert pairs(restored_b) == [("human", "Hello from B"), ("ai", b["response_text"])]
     # what the server (async) wrote, `naila memory list` (sync) reads
     assert await asyncio.to_thread(_sync_listing, pg_url) == {"robot1": 2, "robotA": 1, "robotB": 1}
+
+
+def _rows(url: str, table: str, thread: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute(f"SELECT COUNT(*) FROM {table} WHERE thread_id = %s", (thread,)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_pruning_on_postgres_keeps_the_newest_checkpoint_and_its_blobs(pg_url: str) -> None:
+    with open_checkpointer(pg_url) as saver:
+        graph = build_graph(fake("Hi Alex!", "Stars are suns.", "Hello Bo!", "Moons orbit."), saver)
+        turn(graph, "My name is Alex.", device="robot1")
+        turn(graph, "I am Bo.", device="robot2")
+        turn(graph, "Tell me about stars", device="robot1")
+        turn(graph, "And moons?", device="robot1")
+        expected = pairs(conversation_messages(saver, "robot1"))
+        before = {t: _rows(pg_url, t, "robot1") for t in ("checkpoints", "checkpoint_blobs", "checkpoint_writes")}
+        other = {t: _rows(pg_url, t, "robot2") for t in ("checkpoints", "checkpoint_blobs")}
+        assert before["checkpoints"] > 3
+
+        assert prune_thread(saver, "robot1") > 0
+        assert _rows(pg_url, "checkpoints", "robot1") == 1
+        assert _rows(pg_url, "checkpoint_writes", "robot1") == 0
+        assert 0 < _rows(pg_url, "checkpoint_blobs", "robot1") < before["checkpoint_blobs"]
+        assert {t: _rows(pg_url, t, "robot2") for t in other} == other  # the other device is untouched
+        assert pairs(conversation_messages(saver, "robot1")) == expected
+        turn(graph, "Who am I?", device="robot1")  # the conversation goes on from what was kept
+        assert len(conversation_messages(saver, "robot1")) == len(expected) + 2
+
+
+async def test_async_pruning_on_postgres(pg_url: str) -> None:
+    async with open_async_checkpointer(pg_url) as saver:
+        graph = build_graph(fake("Hi Alex!", "Stars are suns."), saver)
+        await aturn(graph, "My name is Alex.")
+        await aturn(graph, "Tell me about stars")
+        state = await graph.aget_state(turn_config("robot1"))
+        assert await aprune_thread(saver, "robot1") > 0
+        assert _rows(pg_url, "checkpoints", "robot1") == 1
+        assert pairs((await graph.aget_state(turn_config("robot1"))).values["messages"]) == pairs(
+            state.values["messages"]
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import time
 import uuid
@@ -573,6 +574,9 @@ async def test_ten_devices_five_turns_each_are_answered_once_and_kept_apart(
         for device in devices:
             humans = [m.content for m in conversation_messages(saver, device) if m.type == "human"]
             assert humans == [f"{device} says number {turn}" for turn in range(5)]
+    with sqlite3.connect(tmp_path / "memory.sqlite") as conn:  # older checkpoints are pruned after each turn
+        checkpoints = dict(conn.execute("SELECT thread_id, COUNT(*) FROM checkpoints GROUP BY thread_id").fetchall())
+    assert checkpoints == dict.fromkeys(devices, 1)
 
 
 async def test_answer_rejected_after_streaming_began_is_replaced(mosquitto: Any, tmp_path: Path) -> None:
