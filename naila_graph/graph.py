@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -21,7 +21,21 @@ from nodes.process_input import make_process_input
 from prompts.persona import load_persona
 
 
-def _cheap_node(name: str, func: Callable[[dict[str, Any]], dict[str, Any]]) -> RunnableLambda:
+def _node(name: str, func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]]) -> Runnable:
+    """A node with a sync and an async body, wrapped the way LangGraph wraps plain functions.
+
+    LangGraph's own wrapper inspects the function's signature once; ``RunnableLambda`` does it on every
+    call (~0.3 ms per node and turn here, measured with 4 no-op nodes). The wrapper lives in a private
+    module, so any LangGraph without it gets the public ``RunnableLambda`` (same behaviour, slower).
+    """
+    try:
+        from langgraph._internal._runnable import RunnableCallable
+    except ImportError:  # pragma: no cover - a LangGraph that moved it
+        return RunnableLambda(func, afunc=afunc, name=name)
+    return RunnableCallable(func, afunc, name=name)
+
+
+def _cheap_node(name: str, func: Callable[[dict[str, Any]], dict[str, Any]]) -> Runnable:
     """A node of microseconds of pure Python: run it on the event loop in async mode.
 
     A plain sync node would be sent to a worker thread for every turn; the round trip costs more
@@ -31,7 +45,7 @@ def _cheap_node(name: str, func: Callable[[dict[str, Any]], dict[str, Any]]) -> 
     async def on_loop(state: dict[str, Any]) -> dict[str, Any]:
         return func(state)
 
-    return RunnableLambda(func, afunc=on_loop, name=name)
+    return _node(name, func, on_loop)
 
 
 def _after_input(state: NailaState) -> str:
@@ -65,7 +79,7 @@ def build_graph(
     graph = StateGraph(NailaState)
     graph.add_node("process_input", _cheap_node("process_input", make_process_input(settings)))
     graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(settings, now)))
-    graph.add_node("generate_response", generator.as_runnable())
+    graph.add_node("generate_response", _node("generate_response", generator.invoke, generator.ainvoke))
     graph.add_node("finalize", _cheap_node("finalize", make_finalize(settings.memory_max_turns)))
     graph.add_edge(START, "process_input")
     graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])

@@ -228,6 +228,3 @@ class ResponseGenerator:
         (the history's counts are remembered)."""
         loaded = self.chat_model is None or bool(getattr(self.chat_model, "is_loaded", False))
         return loaded and self._frame is not None and len(state.get("text") or "") <= _INLINE_INPUT_CHARS
-
-    def as_runnable(self) -> Runnable:
-        return RunnableLambda(self.invoke, afunc=self.ainvoke, name="generate_response")

@@ -63,6 +63,8 @@ def test_a_traced_turn_holds_the_rendered_prompt_the_answer_and_the_metadata(
     assert root["outputs"]["response_text"] == out["response_text"]
     assert root.get("error") is None and root.get("end_time")
 
+    nodes = [r["name"] for r in _children(recorder, root) if r.get("parent_run_id") == root["id"]]
+    assert sorted(nodes) == ["dispatch_action", "finalize", "generate_response", "process_input"]  # one run each
     llm = [r for r in _children(recorder, root) if r.get("run_type") == "llm"]
     assert len(llm) == 1
     prompt = json.dumps(llm[0]["inputs"])
