@@ -19,7 +19,7 @@ INTENT_HINTS = {
     "greeting": "The person is greeting you; greet them back warmly.",
     "gratitude": "The person is thanking you; acknowledge it kindly.",
     "goodbye": "The person is saying goodbye; say goodbye warmly.",
-    "question": "The person asked a question; answer it directly and briefly.",
+    "question": "",  # the persona's standing rule: answer questions directly
     "time_query": "The person asked about the time.",
     "weather_query": "The person asked about the weather; you have no weather data.",
     "general": "",
