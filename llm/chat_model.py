@@ -26,7 +26,7 @@ from langchain_core.language_models.chat_models import (
     agenerate_from_stream,
     generate_from_stream,
 )
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -271,6 +271,7 @@ class ChatLlamaCpp(BaseChatModel):
         should_stop: Callable[[], bool] | None = None,
         chunk_tokens: int = 16,
         conversation: str | None = None,
+        next_role: Literal["human"] | None = None,
     ) -> int:
         """Evaluate ``messages`` ahead of time and keep the result as a saved prompt state.
 
@@ -280,6 +281,8 @@ class ChatLlamaCpp(BaseChatModel):
         Gives way at once: returns 0 when another call holds the model, and stops between chunks of
         ``chunk_tokens`` when someone queues for the model or ``should_stop()`` says so (what was
         evaluated by then is kept). Returns the number of tokens evaluated; 0 when the state cache is off.
+        ``next_role="human"`` also evaluates the template's header of the message that comes next (e.g.
+        ``<|im_start|>user\n``): the tokens every user message starts with, whatever it says.
         """
         if self.state_cache_mb <= 0:
             return 0
@@ -288,7 +291,7 @@ class ChatLlamaCpp(BaseChatModel):
 
         def work() -> None:  # in a thread that ends with it: see _start_generation
             try:
-                outcome.append(self._prefill_now(messages, should_stop, chunk_tokens, conversation))
+                outcome.append(self._prefill_now(messages, should_stop, chunk_tokens, conversation, next_role))
             except BaseException as exc:
                 outcome.append(exc)
 
@@ -305,6 +308,7 @@ class ChatLlamaCpp(BaseChatModel):
         should_stop: Callable[[], bool] | None,
         chunk_tokens: int,
         conversation: str | None,
+        next_role: Literal["human"] | None = None,
     ) -> int:
         try:
             ticket = self._gate.acquire(timeout=0.0)
@@ -315,7 +319,7 @@ class ChatLlamaCpp(BaseChatModel):
             states = self._states
             if llama is None or states is None or not states.enabled:
                 return 0
-            target = self.prompt_tokens(messages, add_generation_prompt=False)
+            target = self._prefill_target(messages, next_role)
             if not target or len(target) >= llama.n_ctx():
                 return 0
             done = self._reuse_prefix(llama, target)
@@ -333,15 +337,28 @@ class ChatLlamaCpp(BaseChatModel):
         finally:
             self._gate.release(ticket)
 
+    def _prefill_target(self, messages: Sequence[BaseMessage], next_role: Literal["human"] | None) -> list[int]:
+        base = self.prompt_tokens(messages, add_generation_prompt=False)
+        if next_role is None:
+            return base
+        # the header is what two renderings with different next messages share beyond ``messages``
+        one = self.prompt_tokens([*messages, HumanMessage("a")], add_generation_prompt=False)
+        other = self.prompt_tokens([*messages, HumanMessage("z")], add_generation_prompt=False)
+        shared = common_prefix(as_tokens(one), as_tokens(other))
+        return one[:shared] if shared > len(base) and one[: len(base)] == base else base
+
     async def aprefill(
         self,
         messages: Sequence[BaseMessage],
         *,
         should_stop: Callable[[], bool] | None = None,
         conversation: str | None = None,
+        next_role: Literal["human"] | None = None,
     ) -> int:
         """:meth:`prefill` in a worker thread."""
-        return await asyncio.to_thread(self.prefill, messages, should_stop=should_stop, conversation=conversation)
+        return await asyncio.to_thread(
+            self.prefill, messages, should_stop=should_stop, conversation=conversation, next_role=next_role
+        )
 
     def _resolve_path(self) -> Path:
         from llm.bundles import resolve_model_path

@@ -825,7 +825,7 @@ class NailaServer:
             if busy():
                 return
             evaluated = await model.aprefill(  # type: ignore[attr-defined]
-                prefix, should_stop=busy, conversation=request.thread_id
+                prefix, should_stop=busy, conversation=request.thread_id, next_role="human"
             )
         except Exception as exc:  # an optimisation only: the next turn evaluates its whole prompt
             _log(request).warning("prefill of the next turn failed: %s", exc)

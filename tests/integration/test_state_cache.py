@@ -475,6 +475,21 @@ def test_prefill_gives_way_to_a_running_call_and_to_should_stop(cached: ChatLlam
     assert rest == total - partial
 
 
+@pytest.mark.parametrize("fixture", ["tiny_model", "tiny_chatml_model"])
+def test_prefill_can_include_the_next_user_header(request: pytest.FixtureRequest, fixture: str) -> None:
+    """The header every user message starts with (Llama 3: <|start_header_id|>user<|end_header_id|>\\n\\n,
+    ChatML: <|im_start|>user\\n) is evaluated ahead too; the next turn then evaluates only its words."""
+    model = ChatLlamaCpp(model_path=request.getfixturevalue(fixture), n_ctx=2048, max_tokens=4, temperature=0)
+    history: list[BaseMessage] = [PERSONA, HumanMessage("Hi there!"), AIMessage("Hello, friend.")]
+    plain = len(model.prompt_tokens(history, add_generation_prompt=False))
+    header = "<|start_header_id|>user<|end_header_id|>\n\n" if fixture == "tiny_model" else "<|im_start|>user\n"
+    header_tokens = len(model.llama.tokenize(header.encode(), add_bos=False, special=True))
+    assert header_tokens >= 2
+    assert model.prefill(history, next_role="human") == plain + header_tokens  # from scratch, header included
+    message = model.invoke([*history, HumanMessage("What's for dinner?")])
+    assert cached_tokens(message) == plain + header_tokens
+
+
 def test_prefill_does_nothing_without_a_state_cache(fresh: ChatLlamaCpp) -> None:
     assert fresh.prefill([PERSONA, HumanMessage("Hi"), AIMessage("Hello!")]) == 0
 
