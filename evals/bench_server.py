@@ -283,10 +283,42 @@ async def _graph_part(turns: int) -> list[tuple[str, str, str]]:
                 )
                 if i >= 10:  # warm-up excluded
                     timings.append((time.perf_counter() - start) * 1000)
+    floor = await _langgraph_floor(turns)
     return [
         ("graph turn with a fake model ms, p50", f"{_pct(timings, 0.5):.2f}", ""),
         ("graph turn with a fake model ms, p99", f"{_pct(timings, 0.99):.2f}", ""),
+        ("LangGraph alone: 4 no-op nodes, server's stream modes ms, p50", f"{_pct(floor, 0.5):.2f}", "framework floor"),
     ]
+
+
+async def _langgraph_floor(turns: int) -> list[float]:
+    """What LangGraph itself costs per turn on this machine: four nodes that do nothing, run the way the
+    server runs NAILA's graph (messages + values streaming, one checkpoint at the end, in memory)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    class Floor(MessagesState, total=False):
+        step: int
+
+    async def nothing(state: Floor) -> dict[str, Any]:
+        return {"step": 1}
+
+    builder: Any = StateGraph(Floor)
+    names = ["a", "b", "c", "d"]
+    for name in names:
+        builder.add_node(name, nothing)
+    for before, after in zip([START, *names], [*names, END], strict=True):
+        builder.add_edge(before, after)
+    graph = builder.compile(checkpointer=InMemorySaver())
+    timings: list[float] = []
+    for i in range(turns + 10):
+        config: Any = {"configurable": {"thread_id": f"dev{i % 4}"}}
+        start = time.perf_counter()
+        async for _ in graph.astream({"step": 0}, config, stream_mode=["messages", "values"], durability="exit"):
+            pass
+        if i >= 10:
+            timings.append((time.perf_counter() - start) * 1000)
+    return timings
 
 
 def run_benchmark(

@@ -102,3 +102,10 @@ def test_a_part_runs_in_its_own_process_and_its_rows_come_back(tiny_model: str) 
     rows = bench_suite.run_part_isolated(5, tiny_model, True)  # the bandwidth part on the tiny model
     assert rows[0] == ("metric", "median (min..max)", "note")
     assert any(r[0].startswith("fraction of the ceiling") for r in rows)
+
+
+async def test_the_langgraph_floor_times_every_turn_of_a_real_graph() -> None:
+    from evals.bench_server import _langgraph_floor
+
+    timings = await _langgraph_floor(5)
+    assert len(timings) == 5 and all(0 < t < 5000 for t in timings)
