@@ -284,6 +284,8 @@ class ChatLlamaCpp(BaseChatModel):
         ``next_role="human"`` also evaluates the template's header of the message that comes next (e.g.
         ``<|im_start|>user\n``): the tokens every user message starts with, whatever it says.
         """
+        if next_role not in (None, "human"):
+            raise ValueError(f"next_role must be None or 'human', got {next_role!r}")
         if self.state_cache_mb <= 0:
             return 0
         self.load()
@@ -308,7 +310,7 @@ class ChatLlamaCpp(BaseChatModel):
         should_stop: Callable[[], bool] | None,
         chunk_tokens: int,
         conversation: str | None,
-        next_role: Literal["human"] | None = None,
+        next_role: Literal["human"] | None,
     ) -> int:
         try:
             ticket = self._gate.acquire(timeout=0.0)

@@ -490,6 +490,12 @@ def test_prefill_can_include_the_next_user_header(request: pytest.FixtureRequest
     assert cached_tokens(message) == plain + header_tokens
 
 
+def test_prefill_refuses_an_unknown_next_role(cached: ChatLlamaCpp) -> None:
+    with pytest.raises(ValueError, match="next_role must be None or 'human', got 'robot'"):
+        cached.prefill([PERSONA, HumanMessage("Hi")], next_role="robot")  # type: ignore[arg-type]
+    assert cached.prefill([PERSONA, HumanMessage("Hi")], next_role="human") > 0  # still usable
+
+
 def test_prefill_does_nothing_without_a_state_cache(fresh: ChatLlamaCpp) -> None:
     assert fresh.prefill([PERSONA, HumanMessage("Hi"), AIMessage("Hello!")]) == 0
 
