@@ -15,12 +15,11 @@ phases); a round's figure is the median over the returning turns (turns 2..N of 
 returning TTFT ÷ never-left TTFT of the same device and turn; the table shows the median of the
 rounds and their spread (min..max).
 
-    python -m evals.bench_interleaved [--model NAME|PATH] [--repeats N] [--devices N] [--turns N] [--quick]
+    python -m evals.bench.interleaved [--model NAME|PATH] [--repeats N] [--devices N] [--turns N] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+from evals.bench.common import Option, Part, Rows, eprint, rss_bytes, spread
 
 SCRIPTS = [
     [
@@ -67,6 +68,12 @@ SCRIPTS = [
 ]
 INTENTS = ["greeting", "question", "question", "general", "question", "general"]
 VARIANTS = ("cache", "no cache", "raw")
+OPTIONS = {
+    "repeats": Option(3, quick=1, minimum=1, help="rounds of every variant"),
+    "devices": Option(4, minimum=1, help="devices taking turns"),
+    "turns": Option(6, quick=3, minimum=2, help="turns per device (the first is never a returning one)"),
+    "state_cache_mb": Option(512, minimum=0, help="prompt-state cache budget of the cache variant"),
+}
 
 
 @dataclass
@@ -87,25 +94,8 @@ class RoundResult:
     alone: dict[tuple[int, int], Timing] = field(default_factory=dict)
 
 
-def _eprint(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    med = statistics.median(values)
-    return f"{med:.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
-
-
-def _rss_mb() -> float:
-    """Resident memory of this process in MiB (Linux; 0 elsewhere)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+def _rss_mib() -> float:
+    return rss_bytes() / 2**20
 
 
 def build_script(model: Any, devices: int, turns: int, answer_tokens: int) -> dict[tuple[int, int], Turn]:
@@ -205,13 +195,11 @@ def run(
     answer_tokens: int = 48,
     gen_tokens: int = 16,
     state_cache_mb: int = 512,
-) -> list[tuple[str, ...]]:
+) -> Rows:
     """Measure and return the table rows (header first)."""
-    import llama_cpp
-
     from llm import ChatLlamaCpp
     from llm.bundles import resolve_model_path
-    from llm.hardware import model_params_override, safe_model_params
+    from llm.llama_session import open_raw_llama
     from llm.state_cache import StateCacheStats
 
     path = str(resolve_model_path(model_path))
@@ -227,19 +215,18 @@ def run(
     cached = ChatLlamaCpp(**common, state_cache_mb=state_cache_mb).load()
     plain = ChatLlamaCpp(**common, state_cache_mb=0).load()
     threads = cached.llama.n_threads
-    with model_params_override(**safe_model_params()):  # the same load parameters as ours
-        raw = llama_cpp.Llama(
-            model_path=path,
-            n_ctx=4096,
-            n_batch=cached.n_batch,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
-    _eprint(f"model {cached.model_name} ({path}); threads {threads}; writing the {devices}x{turns} script ...")
+    raw = open_raw_llama(  # loaded with the same model parameters as ours
+        path,
+        n_ctx=4096,
+        n_batch=cached.n_batch,
+        n_threads=threads,
+        n_threads_batch=threads,
+        verbose=False,
+    )
+    eprint(f"model {cached.model_name} ({path}); threads {threads}; writing the {devices}x{turns} script ...")
     script = build_script(cached, devices, turns, answer_tokens)
     sizes = [len(t.tokens) for t in script.values()]
-    _eprint(
+    eprint(
         f"prompts {min(sizes)}..{max(sizes)} tokens; {gen_tokens} new tokens per turn;"
         f" {repeats} rounds, order alternated"
     )
@@ -254,11 +241,11 @@ def run(
 
     def clear_and_note_rss() -> None:
         clear_cached()
-        rss_cleared[0] = _rss_mb()
+        rss_cleared[0] = _rss_mib()
 
     def note_cache() -> None:  # after the interleaved turns of the cache variant
         after_rounds.append(cached.state_cache_stats)
-        rss_growth.append(_rss_mb() - rss_cleared[0])
+        rss_growth.append(_rss_mib() - rss_cleared[0])
 
     runners["cache"] = (run_cached, clear_and_note_rss)
 
@@ -268,32 +255,32 @@ def run(
             runner, clear = runners[name]
             after = note_cache if name == "cache" else (lambda: None)
             results[name].append(_measure(runner, clear, script, devices, turns, i % 2 == 1, after))
-        _eprint(
+        eprint(
             f"round {i + 1}/{repeats}: "
             + ", ".join(f"{n} {statistics.median(_ratios(results[n][-1])):.2f}x" for n in VARIANTS)
         )
     largest = max(after_rounds, key=lambda s: s.bytes)
-    rows: list[tuple[str, ...]] = [("metric (median of rounds, min..max)", *VARIANTS, "target")]
+    rows: Rows = [("metric (median of rounds, min..max)", *VARIANTS, "target")]
     rows.append(
         (
             "returning ÷ never-left TTFT",
-            *(_fmt([statistics.median(_ratios(r)) for r in results[n]], 2) for n in VARIANTS),
+            *(spread([statistics.median(_ratios(r)) for r in results[n]], 2) for n in VARIANTS),
             "<= 1.3 (cache)",
         )
     )
-    rows.append(("returning device TTFT ms", *(_fmt(_per_round(results[n], "returning")) for n in VARIANTS), ""))
-    rows.append(("never-left device TTFT ms", *(_fmt(_per_round(results[n], "alone")) for n in VARIANTS), ""))
+    rows.append(("returning device TTFT ms", *(spread(_per_round(results[n], "returning")) for n in VARIANTS), ""))
+    rows.append(("never-left device TTFT ms", *(spread(_per_round(results[n], "alone")) for n in VARIANTS), ""))
     rows.append(
         (
             "prompt tokens evaluated, returning",
-            *(_fmt(_per_round(results[n], "returning", tokens=True), 0) for n in VARIANTS),
+            *(spread(_per_round(results[n], "returning", tokens=True), 0) for n in VARIANTS),
             "",
         )
     )
     rows.append(
         (
             "prompt tokens evaluated, never-left",
-            *(_fmt(_per_round(results[n], "alone", tokens=True), 0) for n in VARIANTS),
+            *(spread(_per_round(results[n], "alone", tokens=True), 0) for n in VARIANTS),
             "",
         )
     )
@@ -306,7 +293,7 @@ def run(
             "<= budget",
         )
     )
-    rows.append(("RSS growth over the interleaved turns MiB", _fmt(rss_growth, 0), "-", "-", "<= budget"))
+    rows.append(("RSS growth over the interleaved turns MiB", spread(rss_growth, 0), "-", "-", "<= budget"))
     raw.close()
     cached.unload()
     plain.unload()
@@ -330,28 +317,20 @@ def _per_round(rounds: list[RoundResult], phase: str, *, tokens: bool = False) -
     return values
 
 
-def print_table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for j, row in enumerate(rows):
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-        if j == 0:
-            print("-+-".join("-" * w for w in widths))
+def _one_row_per_variant(rows: Rows) -> Rows:
+    """The suite's shape: ``metric [variant] | value | target`` (the target on the cache variant's row)."""
+    header, body = rows[0], rows[1:]
+    variants = header[1:-1]
+    flat: Rows = [("metric", "median (min..max)", "target")]
+    for row in body:
+        metric, values, target = row[0], row[1:-1], row[-1]
+        for variant, value in zip(variants, values, strict=True):
+            if value != "-":
+                flat.append((f"{metric} [{variant}]", value, target if variant == "cache" else ""))
+    return flat
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--devices", type=int, default=4)
-    parser.add_argument("--turns", type=int, default=6)
-    parser.add_argument("--state-cache-mb", type=int, default=512)
-    parser.add_argument("--quick", action="store_true", help="1 round, 3 turns per device")
-    args = parser.parse_args(argv)
-    repeats, turns = (1, 3) if args.quick else (args.repeats, args.turns)
-    rows = run(args.model, repeats=repeats, devices=args.devices, turns=turns, state_cache_mb=args.state_cache_mb)
-    print_table(rows)
-    return 0
-
+PART = Part(__doc__, run, OPTIONS, for_suite=_one_row_per_variant)  # the suite's part 2
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(PART.main())

@@ -6,19 +6,22 @@ turn (order alternated between rounds), evaluates the same ~400-token prompt fro
 the same number of tokens. Figures are medians with min..max, and ``÷ default`` is taken per round
 against the default configuration of that same round, so machine noise that hits a whole round cancels.
 
-    python -m evals.bench_knobs [--model NAME|PATH] [--repeats N] [--max-tokens N] [--quick]
+    python -m evals.bench.knobs [--model NAME|PATH] [--repeats N] [--max-tokens N] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from evals.bench_llm import print_table
+from evals.bench.common import Option, Part, Rows, eprint, spread
+
+OPTIONS = {
+    "repeats": Option(5, quick=2, minimum=1, help="rounds over every configuration"),
+    "max_tokens": Option(64, quick=32, minimum=8, help="new tokens per run"),
+}
 
 PROMPT_REPEAT = 6  # persona + this many copies of a paragraph: a prompt of ~400 tokens
 PARAGRAPH = (
@@ -37,14 +40,6 @@ class Config:
 class Sample:
     prompt_tps: float
     gen_tps: float
-
-
-def _eprint(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
 
 
 def configs(default_threads: int, logical_cores: int) -> list[Config]:
@@ -98,20 +93,20 @@ def measure(path: str, config: Config, max_tokens: int) -> Sample:
         model.unload()
 
 
-def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list[tuple[str, str, str]]:
+def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> Rows:
     from llm.bundles import resolve_model_path
     from llm.hardware import detect_hardware, resolve_threads
 
     path = str(resolve_model_path(model_path))
     hw = detect_hardware()
     sweep = configs(resolve_threads(None), hw.logical_cores)
-    _eprint(f"{len(sweep)} configurations of {path}; {repeats} rounds of {max_tokens} tokens, order alternated")
+    eprint(f"{len(sweep)} configurations of {path}; {repeats} rounds of {max_tokens} tokens, order alternated")
     samples: dict[str, list[Sample]] = {c.name: [] for c in sweep}
     for i in range(repeats):
         order = sweep if i % 2 == 0 else list(reversed(sweep))
         for config in order:
             samples[config.name].append(measure(path, config, max_tokens))
-        _eprint(
+        eprint(
             f"round {i + 1}/{repeats}: "
             + "; ".join(
                 f"{c.name.split(' (')[0]} {samples[c.name][-1].prompt_tps:.0f}/{samples[c.name][-1].gen_tps:.1f}"
@@ -119,7 +114,7 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
             )
         )
     base = samples[sweep[0].name]
-    rows = [("configuration", "prompt tok/s | generation tok/s", "÷ default (prompt | generation)")]
+    rows: Rows = [("configuration", "prompt tok/s | generation tok/s", "÷ default (prompt | generation)")]
     for config in sweep:
         got = samples[config.name]
         prompt_ratio = [s.prompt_tps / b.prompt_tps for s, b in zip(got, base, strict=True)]
@@ -127,27 +122,14 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
         rows.append(
             (
                 config.name,
-                f"{_fmt([s.prompt_tps for s in got], 0)} | {_fmt([s.gen_tps for s in got])}",
-                "1.00 | 1.00" if config is sweep[0] else f"{_fmt(prompt_ratio, 2)} | {_fmt(gen_ratio, 2)}",
+                f"{spread([s.prompt_tps for s in got], 0)} | {spread([s.gen_tps for s in got])}",
+                "1.00 | 1.00" if config is sweep[0] else f"{spread(prompt_ratio, 2)} | {spread(gen_ratio, 2)}",
             )
         )
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 32 tokens")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.max_tokens = 2, 32
-    if args.repeats < 1 or args.max_tokens < 8:
-        parser.error("--repeats must be >= 1 and --max-tokens >= 8")
-    print_table(run_benchmark(args.model, args.repeats, args.max_tokens))
-    return 0
-
+PART = Part(__doc__, run_benchmark, OPTIONS)  # the suite's part 6
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(PART.main())

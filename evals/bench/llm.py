@@ -4,22 +4,27 @@ Same model file, same prompt tokens, greedy decoding, one process. Variants run 
 repeated; every figure is a median with its spread (min..max), and the ratios are computed per round
 (ours ÷ raw of the same round) so machine noise that hits a whole round cancels out.
 
-    python -m evals.bench_llm [--model NAME|PATH] [--repeats N] [--max-tokens N] [--quick]
+    python -m evals.bench.llm [--model NAME|PATH] [--repeats N] [--max-tokens N] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from evals.bench.common import Option, Part, Rows, eprint, spread
 from prompts.persona import NAILA_PERSONA
+
+OPTIONS = {
+    "repeats": Option(7, quick=3, minimum=1, help="rounds of every variant"),
+    "max_tokens": Option(128, quick=48, minimum=8, help="new tokens per run"),
+}
 
 QUESTION = (
     "Write a long, detailed story (at least 400 words) about a little robot who explores a desk at night."
@@ -34,28 +39,50 @@ class Sample:
     decode_tps: float
 
 
-def _eprint(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+@dataclass
+class _Timing:
+    """When a stream started, gave its first and last counted chunk, and how many it counted."""
+
+    start: float
+    first: float | None = None
+    last: float = 0.0
+    counted: int = 0
+
+    def sample(self, tokens: int | None = None) -> Sample:
+        """The run's figures; ``tokens`` (the model's own count) replaces the chunks counted when given."""
+        assert self.first is not None, "the stream gave nothing to time"
+        n = self.counted if tokens is None else tokens
+        return Sample(
+            (self.first - self.start) * 1000, n, (n - 1) / (self.last - self.first) if self.last > self.first else 0.0
+        )
 
 
-def _ours(model: Any, messages: list, max_tokens: int) -> Callable[[], Sample]:
+def _timed(chunks: Iterable[Any], counts: Callable[[Any], bool]) -> _Timing:
+    """Drain ``chunks``, timing those for which ``counts`` is true (each is one generated token)."""
+    timing = _Timing(start=time.perf_counter())
+    timing.last = timing.start
+    for chunk in chunks:
+        now = time.perf_counter()
+        if counts(chunk):
+            if timing.first is None:
+                timing.first = now
+            timing.last = now
+            timing.counted += 1
+    return timing
+
+
+def _ours(model: Any, messages: list[BaseMessage], max_tokens: int) -> Callable[[], Sample]:
     def run() -> Sample:
         model.clear_prompt_cache()  # no KV reuse (live or saved state): every variant evaluates the full prompt
-        start = time.perf_counter()
-        first = None
-        last = start
-        usage = None
-        for chunk in model.stream(messages, max_tokens=max_tokens):
-            now = time.perf_counter()
-            if chunk.text:
-                if first is None:
-                    first = now
-                last = now
-            if chunk.usage_metadata:
-                usage = chunk.usage_metadata
-        assert usage is not None and first is not None
-        n = usage["output_tokens"]
-        return Sample((first - start) * 1000, n, (n - 1) / (last - first) if last > first else 0.0)
+        usage: dict[str, Any] = {}
+
+        def counts(chunk: Any) -> bool:
+            usage.update(chunk.usage_metadata or {})
+            return bool(chunk.text)
+
+        timing = _timed(model.stream(messages, max_tokens=max_tokens), counts)
+        assert usage, "the model's stream ended without usage metadata"
+        return timing.sample(tokens=usage["output_tokens"])
 
     return run
 
@@ -63,46 +90,35 @@ def _ours(model: Any, messages: list, max_tokens: int) -> Callable[[], Sample]:
 def _raw(llama: Any, prompt: list[int], max_tokens: int, params: dict[str, Any]) -> Callable[[], Sample]:
     def run() -> Sample:
         llama.reset()
-        start = time.perf_counter()
-        first = None
-        last = start
-        n = 0
-        for _chunk in llama.create_completion(prompt, max_tokens=max_tokens, stream=True, **params):
-            now = time.perf_counter()
-            if first is None:
-                first = now
-            last = now
-            n += 1
-        assert first is not None
-        return Sample((first - start) * 1000, n, (n - 1) / (last - first) if last > first else 0.0)
+        chunks = llama.create_completion(prompt, max_tokens=max_tokens, stream=True, **params)
+        return _timed(chunks, lambda _chunk: True).sample()  # one chunk per token, text or not
 
     return run
 
 
-def _first_text_ms(chunks: Any) -> float:
-    """Milliseconds until ``chunks`` yields its first piece of text (the rest is drained)."""
-    start = time.perf_counter()
-    first = None
-    for chunk in chunks:
-        text = chunk.text if hasattr(chunk, "text") else chunk["choices"][0]["text"]
-        if text and first is None:
-            first = time.perf_counter()
-    assert first is not None
-    return (first - start) * 1000
+def _first_text_ms(chunks: Iterable[Any]) -> float:
+    """Milliseconds until ``chunks`` (LangChain's or llama-cpp-python's) yields text; the rest is drained."""
+
+    def has_text(chunk: Any) -> bool:
+        return bool(chunk.text if hasattr(chunk, "text") else chunk["choices"][0]["text"])
+
+    return _timed(chunks, has_text).sample().ttft_ms
 
 
-def warm_ttft_pairs(ours: Any, raw: Any, messages: list, params: dict[str, Any], pairs: int) -> list[float]:
+def warm_ttft_pairs(
+    ours: Any, raw: Any, messages: list[BaseMessage], params: dict[str, Any], pairs: int
+) -> list[float]:
     """ours − raw time to first token when both hold the conversation so far in their KV cache and
     evaluate only a new ending (each pair asks the same question with a different last word): what our
     code adds, without the second of full-prompt evaluation whose machine noise hides a few
     milliseconds. Alternating order; one figure per pair."""
     *head, question = messages
 
-    def variant(i: int) -> tuple[list, list[int]]:
+    def variant(i: int) -> tuple[list[BaseMessage], list[int]]:
         asked = [*head, HumanMessage(f"{question.text} Number {i}.")]
         return asked, ours.prompt_tokens(asked)
 
-    def run_ours(asked: list) -> float:
+    def run_ours(asked: list[BaseMessage]) -> float:
         return _first_text_ms(ours.stream(asked, max_tokens=1))
 
     def run_raw(tokens: list[int]) -> float:
@@ -121,7 +137,9 @@ def warm_ttft_pairs(ours: Any, raw: Any, messages: list, params: dict[str, Any],
     return diffs
 
 
-def _community(path: str, messages: list, max_tokens: int, params: dict[str, Any]) -> Callable[[], Sample] | None:
+def _community(
+    path: str, messages: list[BaseMessage], max_tokens: int, params: dict[str, Any]
+) -> Callable[[], Sample] | None:
     try:
         import warnings
 
@@ -134,34 +152,15 @@ def _community(path: str, messages: list, max_tokens: int, params: dict[str, Any
 
     def run() -> Sample:
         model.client.reset()
-        start = time.perf_counter()
-        first = None
-        last = start
-        n = 0
-        for chunk in model.stream(messages):
-            now = time.perf_counter()
-            if chunk.text:
-                if first is None:
-                    first = now
-                last = now
-                n += 1
-        assert first is not None
-        return Sample((first - start) * 1000, n, (n - 1) / (last - first) if last > first else 0.0)
+        return _timed(model.stream(messages), lambda chunk: bool(chunk.text)).sample()
 
     return run
 
 
-def _fmt(values: list[float], digits: int = 1) -> str:
-    med = statistics.median(values)
-    return f"{med:.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
-
-
-def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list[tuple[str, str, str]]:
-    import llama_cpp
-
+def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> Rows:
     from llm import ChatLlamaCpp
     from llm.bundles import resolve_model_path
-    from llm.hardware import model_params_override, safe_model_params
+    from llm.llama_session import open_raw_llama
 
     path = str(resolve_model_path(model_path))
     ours = ChatLlamaCpp(
@@ -171,15 +170,14 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
     # The persona makes the prompt realistic (TTFT); the question asks for a long answer (tok/s).
     messages = [SystemMessage(NAILA_PERSONA + "\nFor this request, ignore the length limit."), HumanMessage(QUESTION)]
     prompt = ours.prompt_tokens(messages)
-    with model_params_override(**safe_model_params()):  # the same load parameters as ours
-        raw = llama_cpp.Llama(
-            model_path=path,
-            n_ctx=4096,
-            n_batch=ours.n_batch,
-            n_threads=ours.llama.n_threads,
-            n_threads_batch=ours.llama.n_threads,
-            verbose=False,
-        )
+    raw = open_raw_llama(  # loaded with the same model parameters as ours
+        path,
+        n_ctx=4096,
+        n_batch=ours.n_batch,
+        n_threads=ours.llama.n_threads,
+        n_threads_batch=ours.llama.n_threads,
+        verbose=False,
+    )
     params = {"temperature": 0.0, "top_k": 40, "top_p": 0.9, "min_p": 0.05, "repeat_penalty": 1.0}
     variants: dict[str, Callable[[], Sample]] = {
         "ours": _ours(ours, messages, max_tokens),
@@ -190,7 +188,7 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
     )
     if community is not None:
         variants["community"] = community
-    _eprint(
+    eprint(
         f"model {ours.model_name} ({path}); prompt {len(prompt)} tokens; {max_tokens} new tokens;"
         f" threads {ours.llama.n_threads}; {repeats} rounds, order alternated"
     )
@@ -202,25 +200,25 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
         order = names if i % 2 == 0 else list(reversed(names))
         for name in order:
             samples[name].append(variants[name]())
-        _eprint(
+        eprint(
             f"round {i + 1}/{repeats}: "
             + ", ".join(
                 f"{n} {samples[n][-1].decode_tps:.1f} tok/s ttft {samples[n][-1].ttft_ms:.1f} ms" for n in names
             )
         )
-    rows = [("metric", "median (min..max)", "target")]
+    rows: Rows = [("metric", "median (min..max)", "target")]
     for name in names:
-        rows.append((f"{name}: generation tok/s", _fmt([s.decode_tps for s in samples[name]]), ""))
-        rows.append((f"{name}: time to first token ms", _fmt([s.ttft_ms for s in samples[name]]), ""))
+        rows.append((f"{name}: generation tok/s", spread([s.decode_tps for s in samples[name]]), ""))
+        rows.append((f"{name}: time to first token ms", spread([s.ttft_ms for s in samples[name]]), ""))
     tps_ratio = [o.decode_tps / r.decode_tps for o, r in zip(samples["ours"], samples["raw"], strict=True)]
     ttft_added = [o.ttft_ms - r.ttft_ms for o, r in zip(samples["ours"], samples["raw"], strict=True)]
     warm = warm_ttft_pairs(ours, raw, messages, params, pairs=max(9, 3 * repeats))
-    rows.append(("ours / raw tok/s (per round)", _fmt(tps_ratio, 3), ">= 0.98"))
-    rows.append(("ours - raw TTFT ms, whole prompt (per round)", _fmt(ttft_added, 2), ""))
-    rows.append((f"ours - raw TTFT ms, new ending only ({len(warm)} pairs)", _fmt(warm, 2), "<= 5"))
+    rows.append(("ours / raw tok/s (per round)", spread(tps_ratio, 3), ">= 0.98"))
+    rows.append(("ours - raw TTFT ms, whole prompt (per round)", spread(ttft_added, 2), ""))
+    rows.append((f"ours - raw TTFT ms, new ending only ({len(warm)} pairs)", spread(warm, 2), "<= 5"))
     if "community" in samples:
         ratio = [o.decode_tps / c.decode_tps for o, c in zip(samples["ours"], samples["community"], strict=True)]
-        rows.append(("ours / community tok/s", _fmt(ratio, 3), ""))
+        rows.append(("ours / community tok/s", spread(ratio, 3), ""))
     tokens = {name: statistics.median([s.tokens for s in samples[name]]) for name in names}
     rows.append(("tokens generated per run", ", ".join(f"{n} {t:.0f}" for n, t in tokens.items()), "equal"))
     raw.close()
@@ -228,25 +226,7 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int) -> list
     return rows
 
 
-def print_table(rows: list[tuple[str, str, str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    for j, row in enumerate(rows):
-        print(" | ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
-        if j == 0:
-            print("-+-".join("-" * w for w in widths))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 48 tokens")
-    args = parser.parse_args(argv)
-    repeats, max_tokens = (3, 48) if args.quick else (args.repeats, args.max_tokens)
-    print_table(run_benchmark(args.model, repeats, max_tokens))
-    return 0
-
+PART = Part(__doc__, run_benchmark, OPTIONS)  # the suite's part 1
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(PART.main())

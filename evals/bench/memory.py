@@ -5,19 +5,24 @@ prompt-state cache on; 4 devices take turns. RSS is sampled after a warm-up and 
 is the growth from the first sample after warm-up to the last, minus what the prompt-state cache holds
 (bounded by LLM_STATE_CACHE_MB, reported separately). Target: <= 50 MB over 1000 turns.
 
-    python -m evals.bench_memory [--turns N] [--warmup N]
+    python -m evals.bench.memory [--turns N] [--warmup N] [--state-cache-mb MB] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import sys
 import tempfile
 from pathlib import Path
 
-import psutil
+from evals.bench.common import Option, Part, Rows, eprint, rss_bytes, spread
+
+OPTIONS = {
+    "turns": Option(1000, quick=300, minimum=100, help="turns measured (RSS sampled every 100)"),
+    "warmup": Option(100, quick=50, minimum=0, help="turns before the first sample"),
+    "state_cache_mb": Option(512.0, minimum=0, help="prompt-state cache budget (0 = off)"),
+}
 
 
 def _cache_mb(model: object) -> float:
@@ -26,7 +31,7 @@ def _cache_mb(model: object) -> float:
 
 
 def _rss_mb() -> float:
-    return float(psutil.Process().memory_info().rss) / 1e6
+    return rss_bytes() / 1e6
 
 
 async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, float, float]]:
@@ -50,49 +55,29 @@ async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, floa
                 done = i + 1 - warmup
                 if done >= 0 and done % 100 == 0:
                     samples.append((done, _rss_mb(), _cache_mb(model)))
-                    print(
-                        f"after {done} turns: RSS {samples[-1][1]:.1f} MB, prompt-state cache {samples[-1][2]:.1f} MB",
-                        file=sys.stderr,
-                        flush=True,
+                    eprint(
+                        f"after {done} turns: RSS {samples[-1][1]:.1f} MB, prompt-state cache {samples[-1][2]:.1f} MB"
                     )
         model.unload()
     return samples
 
 
-def main(argv: list[str] | None = None) -> int:
-    from evals.bench_llm import print_table
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--turns", type=int, default=1000)
-    parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--state-cache-mb", type=float, default=512.0, help="prompt-state cache budget (0 = off)")
-    args = parser.parse_args(argv)
-    if args.turns < 100 or args.warmup < 0:
-        parser.error("--turns must be at least 100 and --warmup not negative")
-    print_table(run_benchmark(args.turns, args.warmup, args.state_cache_mb))
-    return 0
-
-
-def run_benchmark(turns: int = 1000, warmup: int = 100, state_cache_mb: float = 512.0) -> list[tuple[str, str, str]]:
+def run_benchmark(turns: int = 1000, warmup: int = 100, state_cache_mb: float = 512.0) -> Rows:
     samples = asyncio.run(_run(turns, warmup, state_cache_mb))
     growth = samples[-1][1] - samples[0][1]
     cache_growth = samples[-1][2] - samples[0][2]
-    rows: list[tuple[str, str, str]] = [("metric", "value", "target")]
+    rows: Rows = [("metric", "value", "target")]
     rows.append((f"RSS growth over {samples[-1][0]} turns MB", f"{growth:.1f}", ""))
     rows.append(("  of which the prompt-state cache (bounded by its budget) MB", f"{cache_growth:.1f}", ""))
     rows.append(("  the rest (leak check) MB", f"{growth - cache_growth:.1f}", "<= 50"))
     rows.append(("RSS after warm-up / at the end MB", f"{samples[0][1]:.1f} / {samples[-1][1]:.1f}", ""))
     steps = [b[1] - a[1] for a, b in itertools.pairwise(samples)]
     if steps:
-        rows.append(
-            (
-                "growth per 100 turns MB, median (min..max)",
-                f"{sorted(steps)[len(steps) // 2]:.1f} ({min(steps):.1f}..{max(steps):.1f})",
-                "",
-            )
-        )
+        rows.append(("growth per 100 turns MB, median (min..max)", spread(steps), ""))
     return rows
 
 
+PART = Part(__doc__, run_benchmark, OPTIONS, takes_model=False)  # the suite's part 4: always the tiny model
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(PART.main())

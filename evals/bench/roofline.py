@@ -6,13 +6,11 @@ the read bandwidth with as many threads as the model uses (each thread reduces i
 buffer far larger than the caches; numpy releases the GIL), and the model's generation rate through
 ``ChatLlamaCpp``. Each round gives ``tok/s ÷ (GB/s ÷ weight GB)``; median and spread over the rounds.
 
-    python -m evals.bench_roofline [--model NAME|PATH] [--repeats N] [--buffer-mb N] [--quick]
+    python -m evals.bench.roofline [--model NAME|PATH] [--repeats N] [--buffer-mb N] [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 import threading
 import time
@@ -20,17 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from evals.bench_llm import print_table
+from evals.bench.common import Option, Part, Rows, eprint, spread
 
+OPTIONS = {
+    "repeats": Option(6, quick=3, minimum=1, help="rounds, bandwidth and generation alternated"),
+    "max_tokens": Option(96, quick=48, minimum=8, help="new tokens per generation"),
+    "buffer_mb": Option(1024, quick=512, minimum=64, help="MiB read by the bandwidth probe (far above the caches)"),
+}
 QUESTION = "Tell me a long story about a robot who maps the stars, with many details."
-
-
-def _eprint(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
-
-
-def _fmt(values: list[float], digits: int = 1) -> str:
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}..{max(values):.{digits}f})"
 
 
 class Bandwidth:
@@ -81,7 +76,7 @@ def generation_tps(model: Any, max_tokens: int) -> float:
     return float(tps)
 
 
-def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, buffer_mb: int) -> list[tuple[str, str, str]]:
+def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, buffer_mb: int) -> Rows:
     from llm import ChatLlamaCpp
     from llm.bundles import resolve_model_path
 
@@ -90,7 +85,7 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, buffer_
     threads = int(model.llama.n_threads)
     weights = weight_bytes(model)
     bandwidth = Bandwidth(buffer_mb, threads)
-    _eprint(
+    eprint(
         f"model {model.model_name} ({path}): {weights / 1e9:.3f} GB of weights; {threads} threads;"
         f" {buffer_mb} MiB buffer; {repeats} rounds, order alternated"
     )
@@ -109,34 +104,20 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, buffer_
         gbps.append(bw)
         tps.append(rate)
         fractions.append(rate / ceiling)
-        _eprint(f"round {i + 1}/{repeats}: {bw:.1f} GB/s -> ceiling {ceiling:.1f} tok/s; generated {rate:.1f} tok/s")
+        eprint(f"round {i + 1}/{repeats}: {bw:.1f} GB/s -> ceiling {ceiling:.1f} tok/s; generated {rate:.1f} tok/s")
     model.unload()
     ceilings = [g * 1e9 / weights for g in gbps]
     return [
         ("metric", "median (min..max)", "note"),
-        (f"memory read bandwidth GB/s, {threads} threads", _fmt(gbps), "numpy max-reduce, buffer >> caches"),
+        (f"memory read bandwidth GB/s, {threads} threads", spread(gbps), "numpy max-reduce, buffer >> caches"),
         ("model weights MB", f"{weights / 1e6:.2f}", "all read once per generated token"),
-        ("ceiling tok/s (bandwidth / weights)", _fmt(ceilings), ""),
-        ("generation tok/s (ChatLlamaCpp)", _fmt(tps), ""),
-        ("fraction of the ceiling (per round)", _fmt(fractions, 2), ""),
+        ("ceiling tok/s (bandwidth / weights)", spread(ceilings), ""),
+        ("generation tok/s (ChatLlamaCpp)", spread(tps), ""),
+        ("fraction of the ceiling (per round)", spread(fractions, 2), ""),
     ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
-    parser.add_argument("--repeats", type=int, default=6)
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--buffer-mb", type=int, default=1024)
-    parser.add_argument("--quick", action="store_true", help="3 rounds, 48 tokens, 512 MiB buffer")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.repeats, args.max_tokens, args.buffer_mb = 3, 48, 512
-    if args.repeats < 1 or args.max_tokens < 8 or args.buffer_mb < 64:
-        parser.error("--repeats must be >= 1, --max-tokens >= 8 and --buffer-mb >= 64")
-    print_table(run_benchmark(args.model, args.repeats, args.max_tokens, args.buffer_mb))
-    return 0
-
+PART = Part(__doc__, run_benchmark, OPTIONS)  # the suite's part 5
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(PART.main())

@@ -1,21 +1,26 @@
-"""The benchmark suite's plumbing on the tiny GGUF: parts, table, bandwidth probe, knob sweep.
+"""The benchmark suite's plumbing on the tiny GGUF: parts, table, bandwidth probe, knob sweep, robot.
 
 The figures themselves are measured by ``naila bench`` (docs/PERFORMANCE.md), never asserted here.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import json
 import re
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from evals import bench_suite
-from evals.bench_knobs import Config, configs, measure
-from evals.bench_roofline import Bandwidth
-from evals.bench_roofline import run_benchmark as roofline
+from evals.bench import suite as bench_suite
+from evals.bench.common import Part, RobotError, local_broker, print_table, robot, rss_bytes
+from evals.bench.knobs import Config, configs, measure
+from evals.bench.roofline import Bandwidth
+from evals.bench.roofline import run_benchmark as roofline
 
 
 @pytest.mark.parametrize(
@@ -64,7 +69,7 @@ def test_suite_table_has_one_header_and_every_row_of_every_part(
         ("4 memory (leak check)", "RSS growth MB", "3.0", "<= 50"),
         ("4 memory (leak check)", "note only", "x", ""),
     ]
-    bench_suite.print_table(table)
+    print_table(table, group_first_column=True)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("part") and set(lines[1]) <= {"-", "+"}
     assert lines[4].startswith(" ")  # the part name is printed once per group
@@ -105,7 +110,80 @@ def test_a_part_runs_in_its_own_process_and_its_rows_come_back(tiny_model: str) 
 
 
 async def test_the_langgraph_floor_times_every_turn_of_a_real_graph() -> None:
-    from evals.bench_server import _langgraph_floor
+    from evals.bench.server import _langgraph_floor
 
     timings = await _langgraph_floor(5)
     assert len(timings) == 5 and all(0 < t < 5000 for t in timings)
+
+
+@pytest.mark.parametrize("part", ["llm", "interleaved", "server", "memory", "roofline", "knobs", "suite"])
+def test_every_part_runs_alone_with_its_own_options(part: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", f"evals.bench.{part}", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--quick" in result.stdout
+
+
+def test_every_part_of_the_suite_names_a_module_that_declares_it() -> None:
+    for name, module in bench_suite.PARTS.values():
+        assert isinstance(importlib.import_module(module).PART, Part), name
+
+
+async def _answer_one_task(port: int, answer: Callable[[Any, str, str], Awaitable[None]]) -> asyncio.Task[None]:
+    """A stand-in server: takes the next task from the task topic and answers it with ``answer``."""
+    import aiomqtt
+
+    from naila_graph import protocol as p
+
+    ready = asyncio.Event()
+
+    async def serve() -> None:
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe(p.TASK_TOPIC, qos=1)
+            ready.set()
+            async for message in client.messages:
+                task = json.loads(message.payload)
+                await answer(client, task["task_id"], task["device_id"])
+                return
+
+    serving = asyncio.create_task(serve())
+    await asyncio.wait_for(ready.wait(), timeout=10)
+    return serving
+
+
+async def test_the_bench_robot_times_stream_answer_and_metrics_on_the_protocols_topics() -> None:
+    from naila_graph import protocol as p
+
+    async def answer(client: Any, task_id: str, device: str) -> None:
+        await client.publish(p.stream_topic(device), p.encode(p.stream_payload(task_id, 0, "Hello.", final=True)))
+        await client.publish(p.RESPONSE_TOPIC, p.encode({"task_id": task_id, "response": {"text": "Hello."}}))
+        await client.publish(p.METRICS_TOPIC, p.encode({"task_id": task_id, "source": "llm"}))
+
+    with local_broker() as (port, _kind):
+        serving = await _answer_one_task(port, answer)
+        async with robot(port, ["bench_dev_0"]) as bot:
+            task_id, sent = await asyncio.wait_for(bot.ask("bench_dev_0", "Hi"), timeout=20)
+        await serving
+    assert sent <= bot.first[task_id] <= bot.final[task_id]
+    assert bot.metrics[task_id] == {"task_id": task_id, "source": "llm"}
+
+
+async def test_the_bench_robot_stops_with_the_servers_error_instead_of_waiting() -> None:
+    from naila_graph import protocol as p
+
+    async def refuse(client: Any, task_id: str, device: str) -> None:
+        await client.publish(p.error_topic(device), p.encode(p.error_payload(task_id, "queue_full", "try later")))
+
+    with local_broker() as (port, _kind):
+        serving = await _answer_one_task(port, refuse)
+        async with robot(port, ["bench_dev_0"]) as bot:
+            with pytest.raises(RobotError, match="queue_full: try later"):
+                await asyncio.wait_for(bot.ask("bench_dev_0", "Hi"), timeout=20)
+        await serving
+
+
+def test_rss_is_this_process_resident_memory() -> None:
+    before = rss_bytes()
+    block = bytearray(b"x") * (64 * 2**20)  # every byte written: every page resident
+    assert rss_bytes() - before > 32 * 2**20 and block[-1] == ord("x")
