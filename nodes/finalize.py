@@ -8,7 +8,7 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 
 from nodes.pattern_responder import repeat_request
-from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question
+from nodes.speech import clean_for_speech, ends_with_question, split_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -19,12 +19,8 @@ def speakable(text: str) -> str:
 
 
 def speakable_sentences(text: str) -> list[str]:
-    splitter = SentenceSplitter()
-    sentences = splitter.feed(text)
-    rest = splitter.flush()
-    if rest:
-        sentences.append(rest)
-    cleaned = (clean_for_speech(s) for s in sentences)
+    """The sentences of ``text`` cleaned for speech; those that clean to nothing are left out."""
+    cleaned = (clean_for_speech(s) for s in split_sentences(text))
     return [s for s in cleaned if s]
 
 
@@ -48,7 +44,7 @@ def forget_oldest(messages: list[BaseMessage], keep_turns: int) -> list[RemoveMe
     """Removals that leave the newest ``keep_turns`` user/assistant pairs of ``messages``.
 
     Without a bound every turn would load and write the whole conversation ever held: turn time and the
-    database grow with the conversation's age (400 turns of one device: 45 MB of SQLite, turns 2x slower).
+    database would grow with the conversation's age (docs/PERFORMANCE.md).
     Turns are stored as strict pairs, so the cut falls on a user message and the alternation holds.
     """
     excess = len(messages) - 2 * max(0, keep_turns)
