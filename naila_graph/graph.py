@@ -12,12 +12,13 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 
+from llm.capabilities import LocalModel
 from naila_graph.settings import NailaSettings
-from naila_graph.state import NailaState
 from nodes.dispatch_action import local_now, make_dispatch_action
 from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
+from nodes.state import NailaState
 from prompts.persona import load_persona
 
 
@@ -25,8 +26,8 @@ def _node(name: str, func: Callable[..., Any], afunc: Callable[..., Awaitable[An
     """A node with a sync and an async body, wrapped the way LangGraph wraps plain functions.
 
     LangGraph's own wrapper inspects the function's signature once; ``RunnableLambda`` does it on every
-    call (~0.3 ms per node and turn here, measured with 4 no-op nodes). The wrapper lives in a private
-    module, so any LangGraph without it gets the public ``RunnableLambda`` (same behaviour, slower).
+    call, a cost paid per node and turn (docs/PERFORMANCE.md). The wrapper lives in a private module, so
+    any LangGraph without it gets the public ``RunnableLambda`` (same behaviour, slower).
     """
     try:
         from langgraph._internal._runnable import RunnableCallable
@@ -72,13 +73,16 @@ def build_graph(
     why, e.g. ``model_load_failed``). Memory is the ``checkpointer``, keyed by ``thread_id``.
     """
     settings = settings or NailaSettings()
-    now = clock or (lambda: local_now(settings))
+    now = clock or _settings_clock(settings)
     if generator is None:
-        generator = make_generator(chat_model, settings, persona=persona, clock=clock, degraded_reason=degraded_reason)
+        generator = make_generator(chat_model, settings, persona=persona, clock=now, degraded_reason=degraded_reason)
+    process_input = make_process_input(
+        max_input_chars=settings.max_input_chars, confidence_floor=settings.confidence_floor
+    )
 
     graph = StateGraph(NailaState)
-    graph.add_node("process_input", _cheap_node("process_input", make_process_input(settings)))
-    graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(settings, now)))
+    graph.add_node("process_input", _cheap_node("process_input", process_input))
+    graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(now)))
     graph.add_node("generate_response", _node("generate_response", generator.invoke, generator.ainvoke))
     graph.add_node("finalize", _cheap_node("finalize", make_finalize(settings.memory_max_turns)))
     graph.add_edge(START, "process_input")
@@ -101,15 +105,25 @@ def make_generator(
     degraded_reason: str | None = None,
 ) -> ResponseGenerator:
     """The generate_response node's object; pass it to :func:`build_graph` to keep a handle on it."""
-    persona = persona if persona is not None else load_persona(settings.system_prompt_file)
-    now = clock or (lambda: local_now(settings))
-    return ResponseGenerator(chat_model, settings, persona, now, degraded_reason)
+    return ResponseGenerator(
+        chat_model,
+        persona=persona if persona is not None else load_persona(settings.system_prompt_file),
+        clock=clock or _settings_clock(settings),
+        max_turns=settings.max_turns,
+        degraded_reason=degraded_reason,
+    )
+
+
+def _settings_clock(settings: NailaSettings) -> Callable[[], datetime]:
+    """Now in NAILA_TIMEZONE (the machine's zone when unset)."""
+    zone = settings.zone()
+    return lambda: local_now(zone)
 
 
 def _model_label(chat_model: BaseChatModel | None) -> str:
     if chat_model is None:
         return "none"
-    return str(getattr(chat_model, "model_name", None) or type(chat_model).__name__)
+    return chat_model.model_name if isinstance(chat_model, LocalModel) else type(chat_model).__name__
 
 
 def turn_input(

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
-
-from naila_graph.settings import NailaSettings
 
 Clock = Callable[[], datetime]
 
 
-def local_now(settings: NailaSettings) -> datetime:
-    zone = settings.zone()
+def local_now(zone: tzinfo | None = None) -> datetime:
+    """Now in ``zone``, or in the machine's local zone when None (NAILA_TIMEZONE unset)."""
     return datetime.now(zone) if zone else datetime.now().astimezone()
 
 
@@ -23,15 +21,14 @@ def spoken_time(now: datetime) -> str:
     return f"{hour}:{now.minute:02d} {suffix}"
 
 
-def make_dispatch_action(settings: NailaSettings, clock: Clock | None = None) -> Any:
-    def now() -> datetime:
-        return clock() if clock else local_now(settings)
+def make_dispatch_action(clock: Clock) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The node; ``clock`` gives the local time the time answers tell."""
 
     def dispatch_action(state: dict[str, Any]) -> dict[str, Any]:
         intent = state.get("intent")
         rng = random.Random()
         if intent == "time_query":
-            current = now()
+            current = clock()
             text = rng.choice(
                 [
                     f"It's {spoken_time(current)}.",

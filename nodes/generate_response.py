@@ -15,17 +15,9 @@ from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 
-from llm.errors import (
-    ContextOverflowError,
-    EmptyGenerationError,
-    GenerationCancelledError,
-    GenerationTimeoutError,
-    LLMError,
-    ModelLoadError,
-    ModelNotFoundError,
-    QueueTimeoutError,
-)
-from naila_graph.settings import NailaSettings
+from llm.capabilities import LocalModel
+from llm.errors import EmptyGenerationError, GenerationCancelledError, LLMError
+from nodes.failures import INTERNAL_ERROR, failure_reason
 from nodes.pattern_responder import pattern_response
 from nodes.speech import has_control_markup
 from prompts.templates import build_prompt, select_history, turn_guidance
@@ -34,25 +26,9 @@ logger = logging.getLogger(__name__)
 
 _INLINE_INPUT_CHARS = 2000  # longer messages are tokenized in a worker thread, off the event loop
 _COUNT_CACHE_SIZE = 4096  # messages whose token counts are remembered (a few turns of many devices)
-
-_REASONS: list[tuple[type[BaseException], str]] = [
-    (ModelNotFoundError, "model_not_found"),
-    (ModelLoadError, "model_load_failed"),
-    (GenerationTimeoutError, "model_timeout"),
-    (QueueTimeoutError, "queue_timeout"),
-    (EmptyGenerationError, "empty_output"),
-    (ContextOverflowError, "context_overflow"),
-]
-
-
-def fallback_reason(error: BaseException | None) -> str:
-    """A short, stable label of why the pattern responder answered."""
-    if error is None:
-        return "model_unavailable"
-    for kind, label in _REASONS:
-        if isinstance(error, kind):
-            return label
-    return "model_error"
+# A chat model without the LocalModel extras does not say its window: assume a common small one.
+_GENERIC_N_CTX = 4096
+_GENERIC_MAX_TOKENS = 512
 
 
 def validate(message: AIMessage) -> AIMessage:
@@ -69,8 +45,10 @@ def _pattern_answer(inputs: dict[str, Any]) -> AIMessage:
     error = inputs.get("error")
     if isinstance(error, GenerationCancelledError):
         raise error  # barge-in: nobody wants a substitute answer
-    reason = inputs.get("degraded_reason") or fallback_reason(error)
-    if error is not None:
+    reason = inputs.get("degraded_reason") or (failure_reason(error) if error is not None else "model_unavailable")
+    if reason == INTERNAL_ERROR:  # a bug, not a model failure: never let it hide behind the pattern answer
+        logger.error("generate_response failed unexpectedly; pattern responder answers", exc_info=error)
+    elif error is not None:
         logger.warning("model failed (%s: %s); pattern responder answers", reason, error)
     text = pattern_response(
         inputs.get("intent", "general"),
@@ -90,24 +68,31 @@ def build_response_chain(chat_model: BaseChatModel | None, persona: str) -> Runn
     if chat_model is None:
         return pattern
     primary = build_prompt(persona) | chat_model | RunnableLambda(validate, name="validate")
+    # Everything is caught (the robot must always answer); _pattern_answer logs what is not an LLMError.
     return primary.with_fallbacks([pattern], exceptions_to_handle=(Exception,), exception_key="error")
 
 
 class ResponseGenerator:
-    """The generate_response node (sync and async) with its collaborators."""
+    """The generate_response node (sync and async) with its collaborators.
+
+    ``chat_model`` may be any LangChain chat model; one that is a :class:`~llm.capabilities.LocalModel`
+    has the history counted with its own tokenizer and template, any other with approximate counts in
+    an assumed 4096-token window. ``chat_model=None`` is degraded mode (``degraded_reason`` says why).
+    """
 
     def __init__(
         self,
         chat_model: BaseChatModel | None,
-        settings: NailaSettings,
+        *,
         persona: str,
         clock: Callable[[], datetime],
+        max_turns: int,
         degraded_reason: str | None = None,
     ) -> None:
         self.chat_model = chat_model
-        self.settings = settings
-        self.persona = persona
+        self.local_model: LocalModel | None = chat_model if isinstance(chat_model, LocalModel) else None
         self.clock = clock
+        self.max_turns = max_turns
         self.degraded_reason = degraded_reason if chat_model is None else None
         self.chain = build_response_chain(chat_model, persona)
         self._prompt = build_prompt(persona)
@@ -122,31 +107,29 @@ class ResponseGenerator:
         (rendered after an empty system message, minus that) and remembered, so a turn tokenizes only
         its new messages. Slightly high, never low: the empty system message is counted as well.
         """
-        model = self.chat_model
-        if model is not None and hasattr(model, "prompt_tokens"):
+        model = self.local_model
+        if model is not None:
             try:
-                return self._frame_tokens() + sum(self._message_tokens(m) for m in messages)
-            except LLMError:
-                pass  # the model is unusable; the fallback will answer anyway
+                return self._frame_tokens(model) + sum(self._message_tokens(model, m) for m in messages)
+            except LLMError as exc:  # the model is unusable; the fallback will answer and say why
+                logger.debug("counting tokens approximately: the model cannot tokenize (%s)", exc)
         return count_tokens_approximately(messages)
 
-    def _frame_tokens(self) -> int:
+    def _frame_tokens(self, model: LocalModel) -> int:
         """BOS, template preamble and the assistant header: what every prompt has besides its messages."""
         if self._frame is None:
-            tokens = self.chat_model.prompt_tokens  # type: ignore[union-attr]
-            self._frame = len(tokens([SystemMessage("")]))
+            self._frame = len(model.prompt_tokens([SystemMessage("")]))
         return self._frame
 
-    def _message_tokens(self, message: BaseMessage) -> int:
+    def _message_tokens(self, model: LocalModel, message: BaseMessage) -> int:
         key = (message.type, message.text)
         with self._counts_lock:
             if key in self._counts:
                 self._counts.move_to_end(key)
                 return self._counts[key]
-        tokens = self.chat_model.prompt_tokens  # type: ignore[union-attr]
         empty = SystemMessage("")
-        n = len(tokens([empty, message], add_generation_prompt=False)) - len(
-            tokens([empty], add_generation_prompt=False)
+        n = len(model.prompt_tokens([empty, message], add_generation_prompt=False)) - len(
+            model.prompt_tokens([empty], add_generation_prompt=False)
         )
         with self._counts_lock:
             self._counts[key] = n
@@ -155,12 +138,12 @@ class ResponseGenerator:
         return n
 
     def _history(self, messages: list[BaseMessage], guidance: str, text: str) -> list[BaseMessage]:
-        n_ctx = int(getattr(self.chat_model, "n_ctx", 4096) or 4096)
-        max_tokens = int(getattr(self.chat_model, "max_tokens", 512) or 512)
+        model = self.local_model
+        n_ctx, max_tokens = (model.n_ctx, model.max_tokens) if model else (_GENERIC_N_CTX, _GENERIC_MAX_TOKENS)
         fixed = self._count(self._prompt.format_messages(history=[], guidance=guidance, input=text))
         return select_history(
             messages,
-            max_turns=self.settings.max_turns,
+            max_turns=self.max_turns,
             token_counter=self._count,
             token_budget=n_ctx - max_tokens - fixed,
         )
@@ -226,5 +209,6 @@ class ResponseGenerator:
     def _inputs_are_cheap(self, state: dict[str, Any]) -> bool:
         """Loaded model, short message: tokenizing the few new messages takes well under a millisecond
         (the history's counts are remembered)."""
-        loaded = self.chat_model is None or bool(getattr(self.chat_model, "is_loaded", False))
-        return loaded and self._frame is not None and len(state.get("text") or "") <= _INLINE_INPUT_CHARS
+        model = self.local_model
+        short = len(state.get("text") or "") <= _INLINE_INPUT_CHARS
+        return model is not None and model.is_loaded and self._frame is not None and short

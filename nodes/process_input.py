@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from naila_graph.settings import NailaSettings
 from nodes.intent import detect_intent, normalize_text
 from nodes.pattern_responder import repeat_request
+from nodes.state import TURN_DEFAULTS
 
 
-def make_process_input(settings: NailaSettings) -> Any:
+def make_process_input(*, max_input_chars: int, confidence_floor: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The node: input longer than ``max_input_chars`` is cut; speech recognised with a confidence below
+    ``confidence_floor`` (0..1) is answered with a request to repeat it."""
+
     def process_input(state: dict[str, Any]) -> dict[str, Any]:
-        from naila_graph.state import TURN_DEFAULTS
-
         update: dict[str, Any] = dict(TURN_DEFAULTS)
         raw = state.get("raw_text") or ""
-        text, truncated = normalize_text(raw, settings.max_input_chars)
+        text, truncated = normalize_text(raw, max_input_chars)
         update.update(text=text, truncated=truncated)
         confidence = state.get("confidence")
         if not text:
@@ -26,7 +28,7 @@ def make_process_input(settings: NailaSettings) -> Any:
                 finish_reason="stop",
             )
             return update
-        if confidence is not None and confidence < settings.confidence_floor:
+        if confidence is not None and confidence < confidence_floor:
             update.update(
                 response_text=repeat_request(),
                 response_source="pattern",

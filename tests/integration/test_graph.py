@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -15,8 +16,19 @@ from langchain_core.messages import AIMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from llm import ChatLlamaCpp
+from llm.errors import (
+    ContextOverflowError,
+    EmptyGenerationError,
+    GenerationCancelledError,
+    GenerationTimeoutError,
+    LLMError,
+    ModelLoadError,
+    ModelNotFoundError,
+    QueueTimeoutError,
+)
 from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.settings import NailaSettings
+from nodes.failures import failure_reason
 
 FIXED_NOW = datetime(2026, 11, 25, 15, 42)
 
@@ -118,13 +130,54 @@ def test_leaked_control_markup_falls_back(saver: SqliteSaver) -> None:
     assert (out["response_source"], out["fallback_reason"]) == ("pattern", "empty_output")
 
 
-def test_failing_model_falls_back(saver: SqliteSaver) -> None:
+def _raising(error: BaseException) -> GenericFakeChatModel:
     class Broken(GenericFakeChatModel):
         def _generate(self, *a: Any, **k: Any) -> Any:
-            raise RuntimeError("GPU on fire")
+            raise error
 
-    out = turn(build_graph(Broken(messages=iter([])), saver), "Tell me about stars")
+    return Broken(messages=iter([]))
+
+
+def test_a_model_error_falls_back_with_its_reason(saver: SqliteSaver) -> None:
+    out = turn(build_graph(_raising(LLMError("GPU on fire")), saver), "Tell me about stars")
     assert (out["response_source"], out["fallback_reason"]) == ("pattern", "model_error")
+
+
+def test_a_specific_model_error_keeps_its_own_reason(saver: SqliteSaver) -> None:
+    out = turn(build_graph(_raising(QueueTimeoutError("waited 30 s")), saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "queue_timeout")
+
+
+def test_a_bug_still_gets_an_answer_but_is_logged_with_its_traceback(
+    saver: SqliteSaver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="nodes.generate_response")
+    out = turn(build_graph(_raising(ZeroDivisionError("division by zero")), saver), "Tell me about stars")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "internal_error")
+    assert out["response_text"]  # the robot answers all the same
+    [record] = [r for r in caplog.records if r.exc_info]
+    assert record.levelno == logging.ERROR and record.exc_info is not None
+    assert record.exc_info[0] is ZeroDivisionError
+    assert "Traceback" in caplog.text and "_generate" in caplog.text  # where the bug is, not just its name
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (ModelNotFoundError("x"), "model_not_found"),
+        (ModelLoadError("x"), "model_load_failed"),
+        (GenerationTimeoutError("x"), "model_timeout"),
+        (QueueTimeoutError("x"), "queue_timeout"),
+        (EmptyGenerationError("x"), "empty_output"),
+        (ContextOverflowError("x"), "context_overflow"),
+        (GenerationCancelledError("x"), "model_error"),
+        (LLMError("x"), "model_error"),
+        (KeyError("x"), "internal_error"),
+        (RuntimeError("x"), "internal_error"),
+    ],
+)
+def test_every_failure_has_one_stable_reason(error: BaseException, reason: str) -> None:
+    assert failure_reason(error) == reason
 
 
 def test_the_tiny_gguf_answers_through_the_real_llama_path(saver: SqliteSaver, tiny_model: str) -> None:
@@ -189,7 +242,7 @@ def _prompt(model: ChatLlamaCpp, graph: Any, device: str) -> tuple[list[int], li
     from llm.chat_template import to_chat_dicts
     from nodes.generate_response import ResponseGenerator
 
-    gen = ResponseGenerator(model, NailaSettings(max_turns=10), "You are NAILA.", lambda: FIXED_NOW)
+    gen = ResponseGenerator(model, persona="You are NAILA.", clock=lambda: FIXED_NOW, max_turns=10)
     state = graph.get_state(turn_config(device)).values
     inputs = gen.inputs({**state, "text": "next question please", "intent": "question"})
     full = model.prompt_tokens(gen._prompt.format_messages(**{k: inputs[k] for k in ("history", "guidance", "input")}))
