@@ -15,7 +15,26 @@ AddCommon = Callable[[argparse.ArgumentParser], None]
 
 
 def register(sub: Any, common: AddCommon) -> None:
-    """Add ``naila eval run | compare | fetch-embeddings`` to the ``naila`` parser."""
+    """The ``naila.commands`` hook (pyproject.toml): adds ``naila eval run | compare | fetch-embeddings``
+    and ``naila bench`` to the ``naila`` parser."""
+    _register_eval(sub, common)
+    _register_bench(sub, common)
+
+
+def _register_bench(sub: Any, common: AddCommon) -> None:
+    from evals.bench.suite import add_arguments, run_from_args
+
+    bench = sub.add_parser(
+        "bench",
+        help="the performance suite: ours vs raw, interleaved devices, graph+MQTT, leak check,"
+        " bandwidth ceiling, knob sweep; one table on stdout",
+    )
+    common(bench)
+    add_arguments(bench)
+    bench.set_defaults(handler=run_from_args)
+
+
+def _register_eval(sub: Any, common: AddCommon) -> None:
     ev = sub.add_parser("eval", help="response-quality evals: run, compare")
     common(ev)
     esub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
@@ -66,7 +85,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     from evals.embeddings import EmbeddingModelError, SentenceEmbedder
     from evals.report import render_table, write_reports
     from evals.runner import EvalError, RunOptions, open_eval_model, run_eval
-    from naila_graph.cli import CLIError
+    from naila_graph.cli.errors import CLIError
     from naila_graph.settings import NailaSettings
     from prompts.persona import load_persona
 
@@ -80,9 +99,9 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     options = RunOptions(
         model_name=model.model_name,
-        model_path=str(getattr(model, "_resolved_path", None) or args.model or ""),
+        model_path=str(model.resolved_path or args.model or ""),
         seed=args.seed,
-        temperature=getattr(model, "temperature", None),
+        temperature=model.temperature,
         persona=persona,
         prompt_source=str(args.prompt) if args.prompt else "built-in",
         filters=args.cases,
@@ -102,7 +121,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
 
 def cmd_eval_compare(args: argparse.Namespace) -> int:
     from evals.report import ReportError, compare_reports, load_report, render_comparison
-    from naila_graph.cli import CLIError
+    from naila_graph.cli.errors import CLIError
 
     try:
         a, b = load_report(args.a), load_report(args.b)

@@ -81,7 +81,9 @@ class CaseRunner:
     """The ``evaluate`` target: plays one case's turns through the graph on its own thread."""
 
     def __init__(self, graph: Any, total: int, progress: IO[str] | None, run_tag: str, *, trace: bool) -> None:
-        self.graph = graph
+        from naila_graph.turn import TurnRunner
+
+        self.turns = TurnRunner(graph)  # no saver: the eval's memory is a temporary file
         self.trace = trace
         self.total = total
         self.progress = progress
@@ -89,24 +91,25 @@ class CaseRunner:
         self.done = 0
 
     def _turn(self, case_id: str, index: int, text: str) -> Turn:
-        from naila_graph.graph import turn_config, turn_input
+        from naila_graph.turn import Failed, Metrics, TurnRequest
 
         task_id = f"{case_id}#{index + 1}"
-        config = turn_config(
-            f"{self.run_tag}:{case_id}",
+        request = TurnRequest(
+            text=text,
             device_id=EVAL_DEVICE,
+            thread_id=f"{self.run_tag}:{case_id}",
             task_id=task_id,
-            eval_case=case_id,
-            eval_run=self.run_tag,
+            metadata={"eval_case": case_id, "eval_run": self.run_tag},
         )
         started = time.perf_counter()
-        try:
-            out = self.graph.invoke(turn_input(text, device_id=EVAL_DEVICE, task_id=task_id), config)
-        except Exception as exc:  # recorded as a failed turn: every evaluator then sees an empty answer
-            logger.exception("case %s turn %d failed", case_id, index + 1)
-            return Turn(
-                user=text, answer="", latency_s=time.perf_counter() - started, error=f"{type(exc).__name__}: {exc}"
-            )
+        out: dict[str, Any] = {}
+        for event in self.turns.run_sync(request):
+            if isinstance(event, Failed):  # a failed turn: every evaluator then sees an empty answer
+                logger.error("case %s turn %d failed", case_id, index + 1, exc_info=event.error)
+                error = f"{type(event.error).__name__}: {event.error}"
+                return Turn(user=text, answer="", latency_s=time.perf_counter() - started, error=error)
+            if isinstance(event, Metrics):
+                out = event.state
         metrics = out.get("metrics") or {}
         return Turn(
             user=text,

@@ -254,3 +254,8 @@ def error_payload(task_id: str | None, code: str, message: str) -> dict[str, Any
 
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def new_task_id(prefix: str = "ask") -> str:
+    """A task id for a request this side makes up (``naila ask``): ``<prefix>-<12 hex digits>``."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"

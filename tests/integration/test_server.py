@@ -488,13 +488,13 @@ async def test_server_reconnects_when_the_broker_comes_back(mosquitto: Any, tmp_
     async with running(mosquitto, tmp_path, _model(tiny_model)) as server:
         mosquitto.stop()
         for _ in range(200):
-            if not server._connected.is_set():
+            if not server.connected:
                 break
             await asyncio.sleep(0.05)
-        assert not server._connected.is_set()
+        assert not server.connected
         mosquitto.start()
         async with robot(mosquitto.host, mosquitto.port) as bot:
-            await asyncio.wait_for(server._connected.wait(), timeout=30)
+            await asyncio.wait_for(server.link.connected.wait(), timeout=30)
             answer = await bot.answer(await bot.task("robot_r", "hello after the outage"), within=30)
     assert answer["response"]["text"]
 

@@ -1,4 +1,9 @@
-"""The ``naila`` command line. stdout carries only answers or requested data; the rest goes to stderr."""
+"""The ``naila`` command line. stdout carries only answers or requested data; the rest goes to stderr.
+
+One module per command (chat, serve, ask, models, memory, config); the layer above (``evals``) adds
+``eval`` and ``bench`` through one explicit hook: the ``naila.commands`` entry point group, whose entries
+are ``register(sub, common)`` functions (pyproject.toml).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,13 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+from naila_graph.cli import ask, chat, config, memory, models, serve
+from naila_graph.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError
 
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CLIError", "build_parser", "main"]
 
-class CLIError(Exception):
-    """A runtime failure to report on stderr (exit code 1) without a traceback."""
+COMMAND_HOOK = "naila.commands"
+_OWN_COMMANDS = (chat, serve, ask, models, memory, config)
 
 
 def _version() -> str:
@@ -39,10 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    from naila_graph import commands
-
-    commands.register(sub, _common)
+    for module in _OWN_COMMANDS:
+        module.register(sub, _common)
+    for entry in sorted(metadata.entry_points(group=COMMAND_HOOK), key=lambda e: e.name):
+        entry.load()(sub, _common)
     return parser
 
 
@@ -56,6 +63,13 @@ def _configure_logging(level: str | None, debug: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from naila_graph.packages import ForeignPackageError, check_own_packages
+
+    try:
+        check_own_packages()
+    except ForeignPackageError as exc:
+        print(f"naila: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.log_level, args.debug)
@@ -79,7 +93,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{type(exc).__name__}: {exc}"
         print(f"naila: error: {message}", file=sys.stderr)
         return EXIT_FAILURE
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

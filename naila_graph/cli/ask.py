@@ -1,28 +1,20 @@
-"""``naila serve`` (the MQTT AI server) and ``naila ask`` (a text task from the command line)."""
+"""``naila ask``: send a text task to the server over MQTT and print the streamed answer."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import logging
-import signal
 import sys
 import time
 from typing import Any
 
-logger = logging.getLogger("naila.server")
+from naila_graph.cli.errors import AddCommon, CLIError, check_port, eprint
+
+REPLACED_NOTICE = "[the model failed; instead:]"
 
 
-def register(sub: Any, common: Any) -> None:
-    serve = sub.add_parser("serve", help="run the MQTT AI server (settings from env/.env)")
-    common(serve)
-    serve.add_argument(
-        "--embedded-broker", action="store_true", help="start a pure-Python MQTT 3.1.1 broker on 127.0.0.1 and use it"
-    )
-    serve.add_argument("--broker-port", type=int, default=None, help="broker port (default MQTT_BROKER_PORT)")
-    serve.set_defaults(handler=cmd_serve)
-
+def register(sub: Any, common: AddCommon) -> None:
     ask = sub.add_parser("ask", help="send a text task to the server; prints the streamed answer")
     common(ask)
     ask.add_argument("text", help="what to say")
@@ -33,67 +25,13 @@ def register(sub: Any, common: Any) -> None:
     ask.set_defaults(handler=cmd_ask)
 
 
-def _port(value: int | None) -> int | None:
-    if value is not None and not 1 <= value <= 65535:
-        from naila_graph.cli import CLIError
-
-        raise CLIError(f"--broker-port must be between 1 and 65535 (got {value})")
-    return value
-
-
-def cmd_serve(args: argparse.Namespace) -> int:
-    from naila_graph.settings import MQTTSettings, NailaSettings
-
-    if logging.getLogger().level > logging.INFO and not args.log_level:
-        logging.getLogger("naila").setLevel(logging.INFO)  # a server shows its lifecycle by default
-    settings = NailaSettings()
-    mqtt = MQTTSettings()
-    port = _port(args.broker_port)
-    updates: dict[str, Any] = {}
-    if port is not None:
-        updates["broker_port"] = port
-    broker = None
-    if args.embedded_broker:
-        from naila_graph.embedded_broker import EmbeddedBroker
-
-        updates.update(broker_host="127.0.0.1", protocol="3.1.1")
-        broker = EmbeddedBroker(host="127.0.0.1", port=port or mqtt.broker_port)
-        broker.start()
-        logger.info("embedded MQTT 3.1.1 broker listening on 127.0.0.1:%d", broker.port)
-    mqtt = mqtt.model_copy(update=updates)
-    try:
-        return asyncio.run(_serve(settings, mqtt))
-    finally:
-        if broker is not None:
-            broker.stop()
-
-
-async def _serve(settings: Any, mqtt: Any) -> int:
-    from naila_graph.server import NailaServer
-
-    server = NailaServer(settings, mqtt)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, server.request_stop, signal.Signals(sig).name)
-    try:
-        async with server:
-            reason = await server.wait_for_stop()
-            logger.info("received %s", reason)
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-    return 0
-
-
 def cmd_ask(args: argparse.Namespace) -> int:
-    from naila_graph.cli import CLIError
-
     if not args.text.strip():
         print("naila: error: nothing to say (the message is empty)", file=sys.stderr)
         return 2
     if args.timeout <= 0:
         raise CLIError(f"--timeout must be positive (got {args.timeout})")
-    _port(args.broker_port)
+    check_port(args.broker_port)
     return asyncio.run(_ask(args))
 
 
@@ -101,12 +39,11 @@ async def _ask(args: argparse.Namespace) -> int:
     import aiomqtt
 
     from naila_graph import protocol as p
-    from naila_graph.server import new_task_id
     from naila_graph.settings import MQTTSettings
 
     mqtt = MQTTSettings()
     port = args.broker_port or mqtt.broker_port
-    task_id = new_task_id("ask")
+    task_id = p.new_task_id("ask")
     task: dict[str, Any] = {
         "task_id": task_id,
         "timestamp": p.utc_timestamp(),
@@ -156,7 +93,7 @@ async def _print_answer(client: Any, task_id: str, deadline: float, limit: float
                     return 1
                 text = str(data.get("text", ""))
                 if data.get("replaced") and started:
-                    print("\n[the model failed; instead:]", file=sys.stderr)
+                    eprint("\n" + REPLACED_NOTICE)
                     sys.stdout.write("\n")
                 if text:
                     sys.stdout.write((" " if started and not data.get("replaced") else "") + text)

@@ -1,0 +1,40 @@
+"""``naila config show``: the effective settings, secrets masked."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from naila_graph.cli.errors import AddCommon
+
+_SECRET_WORDS = ("PASSWORD", "API_KEY", "SECRET", "TOKEN")
+
+
+def register(sub: Any, common: AddCommon) -> None:
+    config = sub.add_parser("config", help="settings")
+    common(config)
+    csub = config.add_subparsers(dest="config_command", metavar="ACTION")
+    csub.required = True
+    cshow = csub.add_parser("show", help="print the effective settings (secrets masked)")
+    common(cshow)
+    cshow.set_defaults(handler=cmd_config_show)
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from llm.settings import LLMSettings
+    from naila_graph.settings import settings_as_env
+
+    values: dict[str, Any] = {}
+    for name, value in LLMSettings().model_dump().items():
+        values[f"LLM_{name.upper()}"] = value
+    values.update(settings_as_env())
+    for key in sorted(os.environ):
+        if key.startswith(("LANGSMITH_", "LANGCHAIN_")):
+            values[key] = os.environ[key]
+    for key, value in values.items():
+        if any(word in key for word in _SECRET_WORDS) and value:
+            values[key] = "********"
+    print(json.dumps(values, indent=2, default=str))
+    return 0

@@ -1,0 +1,67 @@
+"""``naila serve``: the MQTT AI server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from typing import Any
+
+from naila_graph.cli.errors import AddCommon, check_port
+
+logger = logging.getLogger("naila.server")
+
+
+def register(sub: Any, common: AddCommon) -> None:
+    serve = sub.add_parser("serve", help="run the MQTT AI server (settings from env/.env)")
+    common(serve)
+    serve.add_argument(
+        "--embedded-broker", action="store_true", help="start a pure-Python MQTT 3.1.1 broker on 127.0.0.1 and use it"
+    )
+    serve.add_argument("--broker-port", type=int, default=None, help="broker port (default MQTT_BROKER_PORT)")
+    serve.set_defaults(handler=cmd_serve)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from naila_graph.settings import MQTTSettings, NailaSettings
+
+    if logging.getLogger().level > logging.INFO and not args.log_level:
+        logging.getLogger("naila").setLevel(logging.INFO)  # a server shows its lifecycle by default
+    settings = NailaSettings()
+    mqtt = MQTTSettings()
+    port = check_port(args.broker_port)
+    updates: dict[str, Any] = {}
+    if port is not None:
+        updates["broker_port"] = port
+    broker = None
+    if args.embedded_broker:
+        from naila_graph.embedded_broker import EmbeddedBroker
+
+        updates.update(broker_host="127.0.0.1", protocol="3.1.1")
+        broker = EmbeddedBroker(host="127.0.0.1", port=port or mqtt.broker_port)
+        broker.start()
+        logger.info("embedded MQTT 3.1.1 broker listening on 127.0.0.1:%d", broker.port)
+    mqtt = mqtt.model_copy(update=updates)
+    try:
+        return asyncio.run(_serve(settings, mqtt))
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+async def _serve(settings: Any, mqtt: Any) -> int:
+    from naila_graph.server import NailaServer
+
+    server = NailaServer(settings, mqtt)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, server.request_stop, signal.Signals(sig).name)
+    try:
+        async with server:
+            reason = await server.wait_for_stop()
+            logger.info("received %s", reason)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
