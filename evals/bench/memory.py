@@ -37,8 +37,12 @@ def _rss_mb() -> float:
 async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, float, float]]:
     from llm import ChatLlamaCpp
     from llm.testing import write_tiny_gguf
-    from naila_graph.graph import build_graph, turn_config, turn_input
+    from naila_graph.graph import build_graph
     from naila_graph.memory import open_async_checkpointer
+    from naila_graph.turn import TurnEvent, TurnRequest, TurnRunner, consume
+
+    async def ignore(event: TurnEvent) -> None:
+        return None
 
     samples: list[tuple[int, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,10 +52,11 @@ async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, floa
             model_path=str(path), n_ctx=2048, max_tokens=16, temperature=0.0, seed=1, state_cache_mb=cache_mb
         )
         async with open_async_checkpointer(f"sqlite:///{Path(tmp) / 'memory.sqlite'}") as saver:
-            graph = build_graph(model, saver)
+            runner = TurnRunner(build_graph(model, saver))  # the turns as every front end runs them
             for i in range(warmup + turns):
                 device = f"leak_dev_{i % 4}"
-                await graph.ainvoke(turn_input(f"turn {i}: tell me something", device_id=device), turn_config(device))
+                request = TurnRequest(text=f"turn {i}: tell me something", device_id=device, thread_id=device)
+                await consume(runner.start(request), ignore)
                 done = i + 1 - warmup
                 if done >= 0 and done % 100 == 0:
                     samples.append((done, _rss_mb(), _cache_mb(model)))

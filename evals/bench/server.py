@@ -161,23 +161,25 @@ async def _graph_part(turns: int) -> Rows:
     from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
     from langchain_core.messages import AIMessage
 
-    from naila_graph.graph import build_graph, turn_config, turn_input
+    from naila_graph.graph import build_graph
     from naila_graph.memory import open_async_checkpointer
+    from naila_graph.turn import TurnEvent, TurnRequest, TurnRunner, consume
+
+    async def ignore(event: TurnEvent) -> None:
+        return None
 
     answers = itertools.cycle([AIMessage("Hello there! It is nice to talk with you. What shall we do today?")])
     model = GenericFakeChatModel(messages=answers)
     with tempfile.TemporaryDirectory() as tmp:
         async with open_async_checkpointer(f"sqlite:///{Path(tmp) / 'g.sqlite'}") as saver:
-            graph = build_graph(model, saver)
+            # as the server runs a turn (the turn layer's events, one checkpoint written at the end)
+            runner = TurnRunner(build_graph(model, saver))
             timings: list[float] = []
             for i in range(turns + 10):
                 device = f"dev{i % 4}"
+                request = TurnRequest(text=QUESTIONS[i % len(QUESTIONS)], device_id=device, thread_id=device)
                 start = time.perf_counter()
-                await graph.ainvoke(  # as the server runs a turn: one checkpoint, written at the end
-                    turn_input(QUESTIONS[i % len(QUESTIONS)], device_id=device),
-                    turn_config(device),
-                    durability="exit",
-                )
+                await consume(runner.start(request), ignore)
                 if i >= 10:  # warm-up excluded
                     timings.append((time.perf_counter() - start) * 1000)
     floor = await _langgraph_floor(turns)
