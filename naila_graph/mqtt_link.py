@@ -166,7 +166,8 @@ class MqttLink:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connected session: subscribe, announce, read until the link closes or the connection drops."""
-        await client.subscribe([(topic, self.settings.qos) for topic in self.topics])
+        subscriptions: list[tuple[str, int]] = [(topic, self.settings.qos) for topic in self.topics]
+        await client.subscribe(subscriptions)
         if self.online is not None:
             topic, payload = self.online
             await client.publish(topic, p.encode(payload), qos=1, retain=True)

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("naila.server")
 
 
-class _RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+class _RequestLog(logging.LoggerAdapter):
     """Prefixes ``device=… task=…`` so the log can be grepped per robot and per request."""
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:

@@ -19,22 +19,21 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from llm.capabilities import LocalModel
 from naila_graph import protocol as p
 from naila_graph import telemetry
+from naila_graph.brain import loaded_model, prime_prompt_cache
 from naila_graph.graph import build_graph, make_generator
 from naila_graph.memory import open_async_checkpointer
 from naila_graph.mqtt_link import MqttLink
+from naila_graph.replies import TurnPublisher, request_log
 from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, RecentIds
 from naila_graph.settings import MQTTSettings, NailaSettings
 from naila_graph.telemetry import ModelStatus, ServerStats
-from naila_graph.replies import TurnPublisher, request_log
-from naila_graph.turn import TurnRequest, TurnRunner, consume, load_model
+from naila_graph.turn import TurnRequest, TurnRunner, consume
 
 logger = logging.getLogger("naila.server")
 
 SERVER_WORKERS = 2  # one request may wait for the model while another gets a pattern/action answer
-LOAD_PROGRESS_SECONDS = 5.0  # how often a slow model load is reported
 CANCEL_WAIT_SECONDS = 10.0  # how long cancelled answers get to end after the shutdown grace
 BACKGROUND_WAIT_SECONDS = 5.0  # how long error replies in flight get at shutdown
 
@@ -45,8 +44,6 @@ class _Running:
     task: asyncio.Task[None]
     cancel_reason: str | None = None
     answered: bool = False  # the final answer is out; only memory is being written
-
-
 
 
 class NailaServer:
@@ -129,7 +126,9 @@ class NailaServer:
                 self.settings.queue_limit,
             )
         async with self._phase("load AI models"):
-            await stack.enter_async_context(self._model_loaded())
+            if self.chat_model is None:
+                self.chat_model = self._model_factory() if self._model_factory is not None else None
+            self.chat_model = await stack.enter_async_context(loaded_model(self.chat_model, self.model))
         async with self._phase("build graph and memory"):
             saver = await stack.enter_async_context(open_async_checkpointer(self.settings.resolved_memory_url()))
             model = self.chat_model if self.degraded_reason is None else None
@@ -147,7 +146,7 @@ class NailaServer:
             )
             stack.push_async_callback(self.turns.aclose)
         async with self._phase("prime prompt cache"):
-            await self._prime_cache()
+            await prime_prompt_cache(self.chat_model, self.settings.system_prompt_file, self.degraded_reason)
         async with self._phase("connect MQTT and subscribe"):
             self.link = await stack.enter_async_context(
                 MqttLink(
@@ -174,66 +173,6 @@ class NailaServer:
             else "",
             ", ".join(f"{k} {v:.0f} ms" for k, v in self.startup_phases.items()),
         )
-
-    @contextlib.asynccontextmanager
-    async def _model_loaded(self) -> AsyncIterator[None]:
-        """The chat model, loaded (degraded mode when its weights cannot be); unloaded on the way out."""
-        if self.chat_model is None and self._model_factory is not None:
-            self.chat_model = self._model_factory()
-        if self.chat_model is None:
-            from llm import load_chat_model
-
-            self.chat_model = load_chat_model()
-        model = self.chat_model
-        self.model.model = model
-        if isinstance(model, LocalModel):
-            logger.info("loading model %s ...", model.model_name)
-        started = time.perf_counter()
-        progress = asyncio.create_task(self._report_progress(started))
-        try:
-            failed = await asyncio.to_thread(load_model, model)
-        finally:
-            progress.cancel()
-        if failed is not None:
-            self.model.degraded_reason, error = failed
-            self.model.status = "error"
-            logger.error(
-                "model load failed (%s): %s -- DEGRADED mode, the pattern responder answers",
-                self.degraded_reason,
-                error,
-            )
-        else:
-            self.model.status = "loaded"
-            if isinstance(model, LocalModel):
-                self.model.load_time_ms = round((time.perf_counter() - started) * 1000, 1)
-                logger.info("model %s loaded in %.0f ms", model.model_name, self.model.load_time_ms)
-        try:
-            yield
-        finally:
-            if isinstance(model, LocalModel) and model.is_loaded:
-                await asyncio.to_thread(model.unload)
-                self.model.status = "unloaded"
-
-    @staticmethod
-    async def _report_progress(started: float) -> None:
-        while True:
-            await asyncio.sleep(LOAD_PROGRESS_SECONDS)
-            logger.info("still loading the model (%.0f s) ...", time.perf_counter() - started)
-
-    async def _prime_cache(self) -> None:
-        """Evaluate the persona once so the first request does not pay for it (DESIGN.md decision 2)."""
-        model = self.chat_model
-        if self.degraded_reason is not None or not isinstance(model, LocalModel):
-            return
-        from langchain_core.messages import HumanMessage, SystemMessage
-
-        from prompts.persona import load_persona
-
-        messages = [SystemMessage(load_persona(self.settings.system_prompt_file)), HumanMessage("Hi")]
-        try:
-            await model.ainvoke(messages, max_tokens=1)  # type: ignore[attr-defined]
-        except Exception as exc:  # priming is an optimisation; the first request will tell the real story
-            logger.warning("could not prime the prompt cache: %s", exc)
 
     async def _wait_connected(self, link: MqttLink) -> None:
         waiter = asyncio.create_task(link.connected.wait())
@@ -294,9 +233,7 @@ class NailaServer:
     async def _announce_shutdown(self) -> None:
         if self.connected:
             await self.publish(p.SHUTDOWN_TOPIC, telemetry.shutdown_payload(self._stop_reason, self.stats))
-            await self.publish(
-                p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id), retain=True
-            )
+            await self.publish(p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id), retain=True)
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Ask the server to shut down (signal handlers call this)."""

@@ -30,7 +30,7 @@ _models: dict[str, tuple[Any, str | None]] = {}  # LLM settings (JSON) -> (model
 def _chat_model() -> tuple[Any, str | None]:
     """The loaded chat model for the current ``LLM_*`` settings, or ``(None, reason)``; built once per settings."""
     from llm import LLMSettings
-    from naila_graph.turn import open_model
+    from naila_graph.brain import open_model
 
     key = LLMSettings().model_dump_json()
     with _lock:  # one load at a time; concurrent first runs wait for it instead of loading twice

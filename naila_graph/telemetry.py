@@ -74,7 +74,12 @@ def rss_mb() -> float:
 
 
 def status_payload(status: str, client_id: str) -> dict[str, Any]:
-    return {"status": status, "client_id": client_id, "server_version": server_version(), "timestamp": p.utc_timestamp()}
+    return {
+        "status": status,
+        "client_id": client_id,
+        "server_version": server_version(),
+        "timestamp": p.utc_timestamp(),
+    }
 
 
 def startup_payload(model: ModelStatus, phases_ms: dict[str, float]) -> dict[str, Any]:
@@ -145,7 +150,12 @@ def health_payload(
 
 
 def metrics_payload(
-    request: TurnRequest, state: dict[str, Any], model: ModelStatus, *, started: float, timeline_ms: dict[str, float]
+    request: p.Request | TurnRequest,
+    state: dict[str, Any],
+    model: ModelStatus,
+    *,
+    started: float,
+    timeline_ms: dict[str, float],
 ) -> dict[str, Any]:
     """Per-inference metrics of one answered turn; the model's figures only when the model answered."""
     m = state.get("metrics") or {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -29,10 +28,9 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 
 from llm.capabilities import LocalModel
-from llm.errors import GenerationCancelledError, LLMError
+from llm.errors import GenerationCancelledError
 from naila_graph.graph import turn_config, turn_input
 from naila_graph.memory import aprune_thread, prune_thread
-from nodes.failures import failure_reason
 from nodes.finalize import speakable, speakable_sentences
 from nodes.generate_response import ResponseGenerator
 from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question, has_control_markup
@@ -41,6 +39,7 @@ logger = logging.getLogger("naila.turn")
 
 STREAM_MODES = ["messages", "values"]
 MODEL_NODE = "generate_response"
+BACKGROUND_WAIT_SECONDS = 5.0  # how long shutdown waits for pruning and prefill of finished turns
 
 
 @dataclass(frozen=True)
@@ -113,33 +112,6 @@ class Metrics:
 
 
 TurnEvent = Token | Sentence | Final | Cancelled | Failed | Metrics
-
-
-def load_model(model: Any) -> tuple[str, LLMError] | None:
-    """Load ``model``'s weights when it has any. None when the model is ready (other LangChain chat models
-    are ready as they are); ``(degraded_reason, error)`` when the weights cannot be loaded, e.g.
-    ``("model_not_found", ModelNotFoundError(...))``: the pattern responder answers then."""
-    if not isinstance(model, LocalModel):
-        return None
-    try:
-        model.load()
-    except LLMError as exc:
-        return failure_reason(exc), exc
-    return None
-
-
-def open_model(model_path: str | None = None) -> tuple[Any, str | None]:
-    """The chat model of the ``LLM_*`` settings (``model_path`` overrides ``LLM_MODEL_PATH``), loaded; or
-    ``(None, degraded_reason)`` when its weights cannot be loaded (the cause is said on stderr)."""
-    from llm import LLMSettings, load_chat_model
-
-    model = load_chat_model(LLMSettings(model_path=model_path) if model_path else LLMSettings())
-    failed = load_model(model)
-    if failed is None:
-        return model, None
-    reason, error = failed
-    print(f"naila: degraded mode (pattern responder only): {error}", file=sys.stderr, flush=True)
-    return None, reason
 
 
 def early_answer(state: dict[str, Any], raw: str, finish_reason: str) -> dict[str, Any]:
@@ -370,9 +342,10 @@ class TurnRunner:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def aclose(self, timeout: float = 5.0) -> None:
+    async def aclose(self) -> None:
+        """Wait (up to ``BACKGROUND_WAIT_SECONDS``) for the housekeeping of finished turns."""
         if self._background:
-            await asyncio.wait(self._background, timeout=timeout)
+            await asyncio.wait(self._background, timeout=BACKGROUND_WAIT_SECONDS)
 
     def _prune_now(self, thread_id: str) -> None:
         if self.saver is None:

@@ -29,10 +29,11 @@ def register(sub: Any, common: AddCommon) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    from naila_graph.brain import open_model
     from naila_graph.graph import build_graph
     from naila_graph.memory import clear_conversation, open_checkpointer
     from naila_graph.settings import NailaSettings
-    from naila_graph.turn import Failed, Final, Metrics, TurnRunner, open_model
+    from naila_graph.turn import Failed, Final, Metrics, TurnRunner
 
     settings = NailaSettings()
     text: str | None = args.text

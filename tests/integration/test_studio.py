@@ -109,13 +109,13 @@ async def test_the_factory_graph_answers_with_the_configured_model(
 async def test_the_factory_keeps_the_event_loop_free_while_it_loads(
     studio: tuple[ModuleType, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import naila_graph.turn
+    import naila_graph.brain
 
     def slow_open_model(model_override: str | None) -> tuple[Any, str | None]:
         time.sleep(0.3)  # a model load: blocking, seconds for real weights
         return None, "model_not_found"
 
-    monkeypatch.setattr(naila_graph.turn, "open_model", slow_open_model)
+    monkeypatch.setattr(naila_graph.brain, "open_model", slow_open_model)
     _, make_graph = studio
     ticks = 0
 
