@@ -41,7 +41,9 @@ class _BreaksMidway(BaseChatModel):
     def _llm_type(self) -> str:
         return "breaks-midway"
 
-    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> ChatResult:
+    def _generate(
+        self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any
+    ) -> ChatResult:
         return ChatResult(generations=[ChatGeneration(message=AIMessage("unused"))])
 
     def _stream(
