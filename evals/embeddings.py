@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from llm.bundles import BundleFetchError, BundlePart, _download_part, default_models_dir
+from llm.bundles import BundleFetchError, BundlePart, default_models_dir
+from llm.bundles import download_part as _download_part
 
 __all__ = [
     "EMBEDDING_MODEL",

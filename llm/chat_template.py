@@ -24,6 +24,8 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from llm.errors import ModelLoadError
+
 # Private-use code points: never produced by templates, so they mark where contents go.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _PLACEHOLDER = re.compile(f"{_OPEN}(\\d+){_CLOSE}")
@@ -111,6 +113,19 @@ class ChatTemplate:
     bos_token: str
     eos_token: str
     add_bos_id: int | None  # BOS id to prepend when the model wants one and the template omitted it
+
+    @classmethod
+    def for_model(
+        cls, *, override: str | None, gguf_template: str | None, bos_token: str, eos_token: str, add_bos_id: int | None
+    ) -> ChatTemplate:
+        """The template to use (see :func:`resolve_template`), compiled; ModelLoadError when it cannot be."""
+        try:
+            source = resolve_template(override, gguf_template)
+            return cls(source=source, bos_token=bos_token, eos_token=eos_token, add_bos_id=add_bos_id)
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
+        except Exception as exc:
+            raise ModelLoadError(f"the chat template could not be compiled: {exc}") from exc
 
     def __post_init__(self) -> None:
         from jinja2.sandbox import ImmutableSandboxedEnvironment

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import logging
 import os
 import sys
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import psutil
+
+logger = logging.getLogger(__name__)
 
 Acceleration = Literal["cpu", "cuda", "metal"]
 
@@ -61,12 +61,14 @@ def _llama_backend() -> tuple[bool, Acceleration, str]:
         return False, "cpu", "llama_cpp not installed"
     try:
         offload = bool(llama_cpp.llama_supports_gpu_offload())
-    except Exception:  # older bindings
+    except Exception as exc:  # older bindings
+        logger.debug("llama.cpp cannot tell whether it offloads to a GPU (%s): assuming it does not", exc)
         offload = False
     try:
         info_raw = llama_cpp.llama_print_system_info()
         info = info_raw.decode("utf-8", "replace") if isinstance(info_raw, bytes) else str(info_raw)
-    except Exception:
+    except Exception as exc:
+        logger.debug("llama.cpp's system info is unavailable (%s)", exc)
         info = ""
     kind: Acceleration = "cpu"
     if offload:
@@ -111,33 +113,6 @@ def resolve_gpu_layers(requested: int | str | None) -> int:
 
 
 def safe_model_params() -> dict[str, object]:
-    """``llama_model_params`` fields this llama.cpp build needs to run safely here (see ``amx_backend``)."""
+    """``llama_model_params`` fields this llama.cpp build needs to run safely here (see ``amx_backend``);
+    :func:`llm.llama_session.open_raw_llama` applies them."""
     return {"use_extra_bufts": False} if detect_hardware().amx_backend else {}
-
-
-_PARAMS_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def model_params_override(**fields: object) -> Iterator[None]:
-    """Set fields of the ``llama_model_params`` that ``llama_cpp.Llama`` builds inside its constructor.
-
-    ``Llama`` exposes no argument for some fields (e.g. ``use_extra_bufts``); it starts from
-    ``llama_model_default_params()``, so that function is wrapped while the model loads.
-    """
-    import llama_cpp.llama_cpp as lc
-
-    with _PARAMS_LOCK:
-        original = lc.llama_model_default_params
-
-        def patched() -> object:
-            params = original()
-            for name, value in fields.items():
-                setattr(params, name, value)
-            return params
-
-        lc.llama_model_default_params = patched
-        try:
-            yield
-        finally:
-            lc.llama_model_default_params = original

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llm.load_options import QUANTIZED_KV_TYPES, KVCacheType
 
 
 class LLMSettings(BaseSettings):
@@ -35,7 +36,7 @@ class LLMSettings(BaseSettings):
     gpu_layers: str = Field(default="auto", description="'auto', -1 (all), 0 (CPU only) or a layer count")
     batch_size: int = Field(default=512, ge=1, le=65_536, description="n_batch (1..65536)")
     flash_attention: bool = Field(default=False, description="llama.cpp flash attention (true/false)")
-    kv_cache_type: Literal["f16", "bf16", "f32", "q8_0", "q4_0"] = Field(
+    kv_cache_type: KVCacheType = Field(
         default="f16", description="KV cache precision: f16, bf16, f32, q8_0 or q4_0 (q8_0/q4_0 need flash attention)"
     )
     use_mmap: bool = True
@@ -79,30 +80,25 @@ class LLMSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _quantized_kv_needs_flash_attention(self) -> LLMSettings:
-        if self.kv_cache_type in ("q8_0", "q4_0") and not self.flash_attention:
+        if self.kv_cache_type in QUANTIZED_KV_TYPES and not self.flash_attention:
             raise ValueError(
                 f"LLM_KV_CACHE_TYPE={self.kv_cache_type} needs LLM_FLASH_ATTENTION=true (llama.cpp quantizes"
                 " the V cache only with flash attention); use f16 otherwise"
             )
         return self
 
-    def resolved_model_path(self, *, fetch: bool = True) -> Path:
-        """The GGUF file to load: the configured path, or the bundle (fetched on first use)."""
-        from llm.bundles import resolve_model_path
 
-        return resolve_model_path(self.model_path, fetch=fetch)
+def describe_settings_error(exc: Exception, settings_class: type[BaseSettings] | None = None) -> str:
+    """Turn a pydantic ValidationError into lines naming the env variable and what is accepted.
 
-
-_ENV_PREFIXES = {"LLMSettings": "LLM_", "NailaSettings": "NAILA_", "MQTTSettings": "MQTT_"}
-
-
-def describe_settings_error(exc: Exception) -> str:
-    """Turn a pydantic ValidationError into lines naming the env variable and what is accepted."""
+    The variables' prefix is ``settings_class``'s ``env_prefix``; without it, that of the imported
+    settings class whose name the error carries (``exc.title``).
+    """
     from pydantic import ValidationError
 
     if not isinstance(exc, ValidationError):
         return str(exc)
-    prefix = _ENV_PREFIXES.get(exc.title, "")
+    prefix = _env_prefix(exc.title, settings_class)
     lines = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err.get("loc", ()))
@@ -112,3 +108,19 @@ def describe_settings_error(exc: Exception) -> str:
             continue
         lines.append(f"{prefix}{field.upper()}={err.get('input')!r}: {message}")
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _env_prefix(title: str, settings_class: type[BaseSettings] | None) -> str:
+    if settings_class is not None:
+        return str(settings_class.model_config.get("env_prefix") or "")
+    prefixes = {
+        str(cls.model_config.get("env_prefix") or "") for cls in _subclasses(BaseSettings) if cls.__name__ == title
+    }
+    return prefixes.pop() if len(prefixes) == 1 else ""  # unknown or ambiguous: plain field names
+
+
+def _subclasses(cls: type[BaseSettings]) -> list[type[BaseSettings]]:
+    found: list[type[BaseSettings]] = []
+    for sub in cls.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found

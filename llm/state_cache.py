@@ -1,11 +1,11 @@
 """Evaluated prompt states of recent conversations, so a returning conversation skips its known prefix.
 
 llama.cpp reuses the KV cache only for the prefix it shares with the *previous* call (FACTS.md). When
-devices interleave, every returning device would evaluate its persona and history again. This module
-keeps snapshots of the llama.cpp sequence (``llama_state_seq_get_data``) taken after each answer,
-keyed by the exact token list the KV cache held, and restores the one sharing the longest prefix with
-a new prompt. Keying by tokens (not by a conversation id) means a state can only ever be reused for
-tokens it was computed from: no conversation can see another one's state beyond their common prefix.
+devices interleave, every returning device would evaluate its persona and history again. The llama
+session snapshots the llama.cpp sequence after each answer; this module keeps those snapshots, keyed
+by the exact token list the KV cache held, and finds the one sharing the longest prefix with a new
+prompt. Keying by tokens (not by a conversation id) means a state can only ever be reused for tokens
+it was computed from: no conversation can see another one's state beyond their common prefix.
 
 Memory is bounded by a byte budget (``LLM_STATE_CACHE_MB``) with least-recently-stored eviction.
 """
@@ -13,7 +13,6 @@ Memory is bounded by a byte budget (``LLM_STATE_CACHE_MB``) with least-recently-
 from __future__ import annotations
 
 import ctypes
-import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,12 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-logger = logging.getLogger(__name__)
-
 MIB = 1024 * 1024
 # Saved states kept per conversation: the newest answer's, and the prefill of its next turn.
 PER_CONVERSATION = 2
-_SEQ = 0  # Llama (llama-cpp-python) evaluates everything in sequence 0
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,9 @@ class StateCacheStats:
 
 
 @dataclass(eq=False)
-class _Entry:
+class SavedState:
+    """A snapshot of the llama.cpp sequence (``data``) after evaluating ``tokens``."""
+
     tokens: npt.NDArray[np.int32]
     data: npt.NDArray[np.uint8]
     conversation: str | None = None
@@ -77,7 +75,7 @@ class PromptStateCache:
 
     def __init__(self, budget_bytes: int) -> None:
         self.budget_bytes = max(0, int(budget_bytes))
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()  # oldest first
+        self._entries: OrderedDict[int, SavedState] = OrderedDict()  # oldest first
         self._ids = 0
         self._bytes = 0
         self._lock = threading.RLock()
@@ -114,14 +112,14 @@ class PromptStateCache:
 
     # ------------------------------------------------------------------ lookup
 
-    def best(self, target: npt.NDArray[np.int32], live: int) -> tuple[_Entry, int] | None:
+    def best(self, target: npt.NDArray[np.int32], live: int) -> tuple[SavedState, int] | None:
         """The stored state sharing the longest prefix with ``target``, if it beats ``live`` tokens.
 
         When none does, counts a live hit (``live`` > 0) or a miss; the caller reports a restore
         through :meth:`restored`.
         """
         with self._lock:
-            found: tuple[_Entry, int] | None = None
+            found: tuple[SavedState, int] | None = None
             for entry in self._entries.values():
                 length = common_prefix(entry.tokens, target)
                 if length > (found[1] if found else live):
@@ -133,7 +131,7 @@ class PromptStateCache:
                     self._misses += 1
             return found
 
-    def restored(self, entry: _Entry, reused: int, ok: bool) -> None:
+    def restored(self, entry: SavedState, reused: int, ok: bool) -> None:
         """Record the outcome of restoring ``entry``; a state that failed to load is dropped."""
         with self._lock:
             if ok:
@@ -173,7 +171,7 @@ class PromptStateCache:
         keeps: its next prompt shares the most with its newest states, so only the newest
         ``PER_CONVERSATION`` stay and older ones of that conversation go before anyone else's.
         """
-        entry = _Entry(tokens=tokens, data=data, conversation=conversation)
+        entry = SavedState(tokens=tokens, data=data, conversation=conversation)
         with self._lock:
             if conversation is not None:
                 mine = [e for e in self._entries.values() if e.conversation == conversation]
@@ -187,7 +185,7 @@ class PromptStateCache:
             self._bytes += entry.nbytes
         return True
 
-    def _remove(self, entry: _Entry) -> None:
+    def _remove(self, entry: SavedState) -> None:
         for key, value in self._entries.items():
             if value is entry:
                 del self._entries[key]
@@ -196,9 +194,8 @@ class PromptStateCache:
 
 
 def _return_freed_memory() -> None:
-    """Give freed state buffers back to the OS. glibc serves ~1 MB buffers from its heap once its
-    dynamic mmap threshold has risen, and freed heap chunks stay in RSS: without this, RSS grew ~0.5 MB
-    per turn after the cache filled (evals/bench_memory.py)."""
+    """Give freed state buffers back to the OS: glibc keeps ~1 MB buffers freed from its heap in RSS
+    once its mmap threshold has risen, so RSS would creep up every turn (docs/PERFORMANCE.md, part 4)."""
     global _MALLOC_TRIM
     if _MALLOC_TRIM is None:
         try:
@@ -212,72 +209,6 @@ def _return_freed_memory() -> None:
 _MALLOC_TRIM: Any = None
 
 
-# ---------------------------------------------------------------------- llama.cpp side
-
-
-def _api() -> Any:
-    from llama_cpp import llama_cpp
-
-    return llama_cpp
-
-
-def _kv_holds(llama: Any, n_tokens: int) -> bool:
-    """Whether sequence 0 of the KV cache holds exactly positions 0..n_tokens-1."""
-    api = _api()
-    mem = api.llama_get_memory(llama._ctx.ctx)
-    if n_tokens == 0:
-        return bool(api.llama_memory_seq_pos_max(mem, _SEQ) == -1)
-    return bool(
-        api.llama_memory_seq_pos_min(mem, _SEQ) == 0 and api.llama_memory_seq_pos_max(mem, _SEQ) == n_tokens - 1
-    )
-
-
-def save_state(llama: Any, cache: PromptStateCache, conversation: str | None = None) -> bool:
-    """Snapshot the evaluated tokens of ``llama`` into ``cache`` (only when the KV cache is consistent)."""
-    n = int(llama.n_tokens)
-    if n == 0 or not cache.enabled:
-        return False
-    if not _kv_holds(llama, n):
-        logger.warning("not saving the prompt state: the KV cache does not match the %d tokens evaluated", n)
-        return False
-    api = _api()
-    ctx = llama._ctx.ctx
-    size = int(api.llama_state_seq_get_size(ctx, _SEQ))
-    tokens = np.array(llama.input_ids[:n], dtype=np.int32)
-    if size == 0 or not cache.reserve(tokens, size + tokens.nbytes):  # before allocating: never over budget
-        return False
-    data = np.empty(size, dtype=np.uint8)  # not zeroed: llama.cpp writes every byte
-    written = int(api.llama_state_seq_get_data(ctx, data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), size, _SEQ))
-    if written == 0 or written > size:
-        logger.warning("llama.cpp could not copy the prompt state (%d of %d bytes)", written, size)
-        return False
-    return cache.put(tokens, data[:written] if written < size else data, conversation)
-
-
-def restore_state(llama: Any, entry: _Entry) -> bool:
-    """Load ``entry`` into sequence 0; afterwards ``llama.n_tokens``/``input_ids`` describe it.
-
-    On failure the sequence is left empty and ``llama`` reset (nothing half-restored survives).
-    """
-    api = _api()
-    ctx = llama._ctx.ctx
-    mem = api.llama_get_memory(ctx)
-    api.llama_memory_seq_rm(mem, _SEQ, -1, -1)
-    llama.reset()
-    data = entry.data
-    n = len(entry.tokens)
-    loaded = int(
-        api.llama_state_seq_set_data(ctx, data.ctypes.data_as(ctypes.POINTER(ctypes.c_uint8)), data.nbytes, _SEQ)
-    )
-    if loaded != data.nbytes or not _kv_holds(llama, n):
-        logger.warning("restoring a saved prompt state failed (%d of %d bytes); evaluating from scratch", loaded, n)
-        api.llama_memory_seq_rm(mem, _SEQ, -1, -1)
-        llama.reset()
-        return False
-    llama.input_ids[:n] = entry.tokens
-    llama.n_tokens = n
-    return True
-
-
 def as_tokens(tokens: Sequence[int]) -> npt.NDArray[np.int32]:
+    """Token ids as the int32 array the cache keys by."""
     return np.asarray(tokens, dtype=np.int32)

@@ -9,7 +9,8 @@ import llama_cpp.llama_cpp as lc
 import pytest
 
 from llm import ChatLlamaCpp
-from llm.hardware import detect_hardware, model_params_override, resolve_threads, safe_model_params
+from llm.hardware import detect_hardware, resolve_threads, safe_model_params
+from llm.llama_session import model_params_override, open_raw_llama
 
 
 def _cpu_flags() -> set[str]:
@@ -68,3 +69,12 @@ def test_chat_model_loads_with_the_safe_parameters(tiny_model: str) -> None:
         assert safe_model_params() == ({} if expected else {"use_extra_bufts": False})
     finally:
         model.unload()
+
+
+def test_open_raw_llama_loads_with_the_same_safe_parameters(tiny_model: str) -> None:
+    llama = open_raw_llama(tiny_model, n_ctx=512, verbose=False)
+    try:
+        assert llama.model_params.use_extra_bufts is not detect_hardware().amx_backend
+        assert llama.n_ctx() == 512  # the keyword arguments reach Llama
+    finally:
+        llama.close()

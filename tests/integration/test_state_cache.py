@@ -214,7 +214,7 @@ def test_the_budget_is_never_exceeded_and_the_oldest_state_is_evicted(tiny_model
         stored.append(i)
         stats = model.state_cache_stats
         assert 0 < stats.bytes <= budget
-        kept = [next(j for j, p in enumerate(prompts) if t[: len(p)] == p) for t in model._states.tokens()]  # type: ignore[union-attr]
+        kept = [next(j for j, p in enumerate(prompts) if t[: len(p)] == p) for t in model._session.states.tokens()]  # type: ignore[union-attr]
         assert kept == stored[-len(kept) :]  # what is left are the most recently stored, oldest first
     stats = model.state_cache_stats
     assert stats.entries < 6 and stats.evictions == 6 - stats.entries
@@ -302,7 +302,7 @@ def test_a_deadline_during_prompt_evaluation_leaves_the_next_answers_correct(
     model = make(tiny_model, state_cache_mb=64, n_batch=32)
     answers = {("kitchen", 0): model.invoke(conversation("kitchen", 0, {})).text}
     model.invoke(conversation("office", 0, {}))
-    saved = model._states.tokens()  # type: ignore[union-attr]
+    saved = model._session.states.tokens()  # type: ignore[union-attr]
     llama = model.llama
     original = llama.eval
     batches = 0
@@ -319,7 +319,7 @@ def test_a_deadline_during_prompt_evaluation_leaves_the_next_answers_correct(
     with pytest.raises(GenerationTimeoutError, match="prompt evaluation"):
         model.invoke(turn, timeout=0.2)
     del llama.eval
-    assert model._states.tokens() == saved  # type: ignore[union-attr]  # the partial prompt was not stored
+    assert model._session.states.tokens() == saved  # type: ignore[union-attr]  # the partial prompt was not stored
     assert 0 < llama.n_tokens < len(model.prompt_tokens(turn)) - 1  # it stopped mid-prompt
     assert answer(model, turn)[0] == alone(fresh, turn)  # right after: reuses the partial, consistent prompt
     model.invoke(conversation("office", 0, {}))
@@ -331,13 +331,13 @@ def test_closing_a_stream_mid_generation_leaves_the_next_answers_correct(
     cached: ChatLlamaCpp, fresh: ChatLlamaCpp
 ) -> None:
     answers = {("kitchen", 0): cached.invoke(conversation("kitchen", 0, {})).text}
-    saved = cached._states.tokens()  # type: ignore[union-attr]
+    saved = cached._session.states.tokens()  # type: ignore[union-attr]
     turn = long_turn(answers)
     stream = cast(Generator[Any, None, None], cached.stream(turn, max_tokens=500))
     for _ in range(3):
         next(stream)
     stream.close()
-    assert cached._states.tokens() == saved  # type: ignore[union-attr]
+    assert cached._session.states.tokens() == saved  # type: ignore[union-attr]
     assert answer(cached, turn)[0] == alone(fresh, turn)
     cached.invoke(conversation("garage", 0, {}))
     assert answer(cached, turn)[0] == alone(fresh, turn)
@@ -373,7 +373,7 @@ def test_a_state_that_fails_to_restore_is_dropped_and_the_answer_is_still_right(
 ) -> None:
     answers = {("garage", 0): cached.invoke(conversation("garage", 0, {})).text}
     cached.invoke(conversation("office", 0, {}))
-    states = cached._states
+    states = cached._session.states
     assert states is not None
     for entry in states._entries.values():
         entry.data = entry.data[: entry.data.nbytes // 2]  # truncated: llama.cpp must refuse it

