@@ -24,11 +24,7 @@ import numpy as np
 
 from llm.bundles import resolve_model_path
 from llm.chat_template import ChatTemplate
-from llm.errors import (
-    ContextOverflowError,
-    ModelLoadError,
-    QueueTimeoutError,
-)
+from llm.errors import ContextOverflowError, ModelLoadError, QueueTimeoutError
 from llm.gate import FairGate
 from llm.generation import Done, GenerationParams, run_in_own_thread, stage_check, stream_answer
 from llm.hardware import safe_model_params
@@ -64,15 +60,13 @@ class LlamaSession:
         self.resolved_path: Path | None = None  # the GGUF file loaded
         self.load_time_ms: float | None = None
 
-    # ------------------------------------------------------------------ lifecycle
-
     @property
     def llama(self) -> Llama | None:
         """The loaded ``llama_cpp.Llama`` (None when not loaded)."""
         return self._llama
 
     @property
-    def template(self) -> ChatTemplate | None:
+    def template(self) -> ChatTemplate | None:  # None when not loaded
         return self._template
 
     @property
@@ -152,8 +146,6 @@ class LlamaSession:
             raise ModelLoadError("the model is not loaded (it was unloaded, or load() was never called)")
         return self._template
 
-    # ------------------------------------------------------------------ tokens
-
     def tokenize(self, text: str, special: bool) -> list[int]:
         """``text`` as token ids; ``special`` lets control-token text become control tokens."""
         return list(self._loaded().tokenize(text.encode("utf-8"), add_bos=False, special=special))
@@ -177,13 +169,8 @@ class LlamaSession:
         conversation: str | None = None,
         next_role: str | None = None,
     ) -> int:
-        """Evaluate ``chats`` (no generation prompt) and keep the result as a saved state.
-
-        Returns 0 at once when another caller holds the model; stops between chunks of
-        ``chunk_tokens`` when someone queues or ``should_stop()`` says so (what was evaluated is kept).
-        ``next_role`` also evaluates the template's header of a next message of that role. Returns
-        the number of tokens evaluated; 0 when the state cache is off. Computes in a thread of its own.
-        """
+        """Evaluate ``chats`` (and the header of a ``next_role`` message) into a saved state, in a thread of
+        its own; gives way to anyone who queues (see ``ChatLlamaCpp.prefill``). Returns the tokens evaluated."""
 
         def work() -> int:
             try:
@@ -287,11 +274,10 @@ class LlamaSession:
     def _evaluate_prompt(self, llama: Llama, prompt: list[int], check: Callable[[str], None]) -> int:
         """Evaluate the prompt's full batches ahead of ``Llama.generate``, reusing the longest prefix known.
 
-        Whole ``n_batch`` batches go here, one at a time, so a cancel or deadline stops a long prompt
-        between batches; the last batch (with the last token, whose logits start the answer) is left to
-        ``Llama.generate``, which finds the rest cached. That is exactly the batches raw
-        llama-cpp-python evaluates: splitting off the last token alone would cost one more pass over all
-        the weights before the first token (docs/PERFORMANCE.md, part 1).
+        Whole ``n_batch`` batches go here, so a cancel or deadline stops a long prompt between batches; the
+        last batch (with the last token, whose logits start the answer) is left to ``Llama.generate``: the
+        batches raw llama-cpp-python evaluates. Splitting off the last token alone would cost one more
+        pass over all the weights before the first token (docs/PERFORMANCE.md, part 1).
         """
         cached = self._reuse_prefix(llama, prompt[:-1])
         step = llama.n_batch
@@ -308,7 +294,7 @@ class LlamaSession:
         """Leave the KV cache holding the longest known prefix of ``target`` (the live context's or a
         saved state's); returns its length."""
         wanted = as_tokens(target)
-        cached = common_prefix(llama.input_ids[: llama.n_tokens], wanted)
+        cached = common_prefix(llama.input_ids[: llama.n_tokens], wanted)  # Llama's record of its KV cache
         states = self._states
         if states is not None and states.enabled:
             found = states.best(wanted, cached)
@@ -377,10 +363,8 @@ def _save_state(llama: Llama, cache: PromptStateCache, conversation: str | None 
 
 
 def _restore_state(llama: Llama, state: SavedState) -> bool:
-    """Load ``state`` into sequence 0 and tell Llama which tokens it holds (it has no setter for that).
-
-    On failure the sequence is left empty and ``llama`` reset (nothing half-restored survives).
-    """
+    """Load ``state`` into sequence 0 and tell Llama which tokens it holds (it has no setter for that);
+    on failure leave the sequence empty and ``llama`` reset (nothing half-restored survives)."""
     from llama_cpp import llama_cpp as api
 
     ctx = llama._ctx.ctx
@@ -402,8 +386,7 @@ def _restore_state(llama: Llama, state: SavedState) -> bool:
     return True
 
 
-def _reset(llama: Llama) -> None:
-    """Forget the evaluated tokens (the next evaluation starts from position 0)."""
+def _reset(llama: Llama) -> None:  # forget the evaluated tokens: the next evaluation starts at position 0
     llama.reset()  # type: ignore[no-untyped-call]  # unannotated in llama-cpp-python
 
 
@@ -411,9 +394,8 @@ def _reset(llama: Llama) -> None:
 
 
 def open_raw_llama(path: str | os.PathLike[str], **llama_kwargs: Any) -> Llama:
-    """A plain ``llama_cpp.Llama(model_path=path, **llama_kwargs)`` loaded with the model parameters
-    this machine needs to run safely (:func:`llm.hardware.safe_model_params`), as the session loads
-    its own; for benchmarks that compare against raw llama-cpp-python."""
+    """``llama_cpp.Llama(model_path=path, **llama_kwargs)`` with the model parameters this machine needs
+    (:func:`llm.hardware.safe_model_params`), as the session loads; benchmarks compare against it."""
     import llama_cpp
 
     overrides = safe_model_params()
