@@ -1,6 +1,6 @@
 """What every benchmark part shares: progress on stderr, figures as ``median (min..max)``, the table,
-the process's RSS, the command line, and a local MQTT broker with a robot that times what the server
-publishes.
+the command line, and a local MQTT broker with a robot that times what the server publishes. The
+process's RSS is :func:`naila_graph.telemetry.rss_mb`, the one the server reports.
 
 Imports of the heavy or optional parts (aiomqtt, the embedded broker) happen inside the functions that
 need them, so a part that never talks MQTT does not load them.
@@ -16,7 +16,6 @@ import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -25,19 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from naila_graph import protocol as p
+from naila_graph.cli.errors import eprint as eprint  # progress on stderr, flushed: stdout holds the table
 
 Rows = list[tuple[str, ...]]
 """A part's table: the header first, then one row per figure (metric, value, target or note)."""
 
 ROBOT_TIMEOUT_S = 300.0  # one answer on a slow CPU with a large model stays well inside this
-
-
-def eprint(*parts: object) -> None:
-    """Progress for the person watching: stderr, flushed, so stdout holds only the table (or JSON rows)."""
-    print(*parts, file=sys.stderr, flush=True)
 
 
 def spread(values: Sequence[float], digits: int = 1) -> str:
@@ -51,11 +44,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The value at quantile ``q`` (0..1) of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process in bytes."""
-    return int(psutil.Process().memory_info().rss)
 
 
 def print_table(rows: Rows, *, group_first_column: bool = False) -> None:

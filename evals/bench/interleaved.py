@@ -30,7 +30,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from evals.bench.common import Option, Part, Rows, eprint, rss_bytes, spread
+from evals.bench.common import Option, Part, Rows, eprint, spread
 
 SCRIPTS = [
     [
@@ -95,7 +95,9 @@ class RoundResult:
 
 
 def _rss_mib() -> float:
-    return rss_bytes() / 2**20
+    from naila_graph.telemetry import rss_mb  # the server's own measure, in MB
+
+    return rss_mb() * 1e6 / 2**20
 
 
 def build_script(model: Any, devices: int, turns: int, answer_tokens: int) -> dict[tuple[int, int], Turn]:

@@ -16,7 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evals.bench.common import Option, Part, Rows, eprint, rss_bytes, spread
+from evals.bench.common import Option, Part, Rows, eprint, spread
+from llm.capabilities import LocalModel
 
 OPTIONS = {
     "turns": Option(1000, quick=300, minimum=100, help="turns measured (RSS sampled every 100)"),
@@ -25,13 +26,8 @@ OPTIONS = {
 }
 
 
-def _cache_mb(model: object) -> float:
-    stats = getattr(model, "state_cache_stats", None)
-    return float(getattr(stats, "bytes", 0)) / 1e6
-
-
-def _rss_mb() -> float:
-    return rss_bytes() / 1e6
+def _cache_mb(model: LocalModel) -> float:
+    return model.state_cache_stats.bytes / 1e6
 
 
 async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, float, float]]:
@@ -39,6 +35,7 @@ async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, floa
     from llm.testing import write_tiny_gguf
     from naila_graph.graph import build_graph
     from naila_graph.memory import open_async_checkpointer
+    from naila_graph.telemetry import rss_mb
     from naila_graph.turn import TurnEvent, TurnRequest, TurnRunner, consume
 
     async def ignore(event: TurnEvent) -> None:
@@ -59,7 +56,7 @@ async def _run(turns: int, warmup: int, cache_mb: float) -> list[tuple[int, floa
                 await consume(runner.start(request), ignore)
                 done = i + 1 - warmup
                 if done >= 0 and done % 100 == 0:
-                    samples.append((done, _rss_mb(), _cache_mb(model)))
+                    samples.append((done, rss_mb(), _cache_mb(model)))
                     eprint(
                         f"after {done} turns: RSS {samples[-1][1]:.1f} MB, prompt-state cache {samples[-1][2]:.1f} MB"
                     )

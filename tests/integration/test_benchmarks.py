@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from evals.bench import suite as bench_suite
-from evals.bench.common import Part, RobotError, local_broker, print_table, robot, rss_bytes
+from evals.bench.common import Part, RobotError, local_broker, print_table, robot
 from evals.bench.knobs import Config, configs, measure
 from evals.bench.roofline import Bandwidth
 from evals.bench.roofline import run_benchmark as roofline
@@ -181,9 +181,3 @@ async def test_the_bench_robot_stops_with_the_servers_error_instead_of_waiting()
             with pytest.raises(RobotError, match="queue_full: try later"):
                 await asyncio.wait_for(bot.ask("bench_dev_0", "Hi"), timeout=20)
         await serving
-
-
-def test_rss_is_this_process_resident_memory() -> None:
-    before = rss_bytes()
-    block = bytearray(b"x") * (64 * 2**20)  # every byte written: every page resident
-    assert rss_bytes() - before > 32 * 2**20 and block[-1] == ord("x")
