@@ -6,12 +6,10 @@ stdout carries only the tables; progress and report paths go to stderr (INTERFAC
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-AddCommon = Callable[[argparse.ArgumentParser], None]
+from naila_graph.cli.errors import AddCommon, eprint
 
 
 def register(sub: Any, common: AddCommon) -> None:
@@ -76,10 +74,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _eprint(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def cmd_eval_run(args: argparse.Namespace) -> int:
     from evals.cases import CaseError, load_dataset
     from evals.embeddings import EmbeddingModelError, SentenceEmbedder
@@ -115,7 +109,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     out_dir = args.out or NailaSettings().data_dir / "evals"
     json_path, md_path = write_reports(report, out_dir)
     print(render_table(report))
-    _eprint(f"reports: {json_path}\n         {md_path}")
+    eprint(f"reports: {json_path}\n         {md_path}")
     return 0
 
 

@@ -40,7 +40,7 @@ def _cheap_node(name: str, func: Callable[[dict[str, Any]], dict[str, Any]]) -> 
     """A node of microseconds of pure Python: run it on the event loop in async mode.
 
     A plain sync node would be sent to a worker thread for every turn; the round trip costs more
-    than the node itself (measured by evals/bench_server.py).
+    than the node itself (measured by evals/bench/server.py).
     """
 
     async def on_loop(state: dict[str, Any]) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def _require_postgres() -> None:
 
 
 # WAL + synchronous=NORMAL: a committed turn survives a crash of the process (not of the OS); halves the
-# per-turn cost of memory compared with an fsync per commit (evals/bench_server.py).
+# per-turn cost of memory compared with an fsync per commit (evals/bench/server.py).
 _SQLITE_SYNC = "PRAGMA synchronous=NORMAL"
 
 
