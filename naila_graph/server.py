@@ -77,7 +77,6 @@ class NailaServer:
         self._background: set[asyncio.Task[Any]] = set()
         self._stop_requested = asyncio.Event()
         self._stop_reason = "stopped"
-        self._accepting = False
 
     @property
     def degraded_reason(self) -> str | None:
@@ -164,7 +163,6 @@ class NailaServer:
         async with self._phase("start health monitor"):
             await stack.enter_async_context(self._health_monitor())
             await stack.enter_async_context(self._workers_running())
-            self._accepting = True
         await self.publish(p.STARTUP_TOPIC, telemetry.startup_payload(self.model, self.startup_phases))
         logger.info(
             "NAILA AI server ready%s (startup phases: %s)",
@@ -249,7 +247,6 @@ class NailaServer:
         left in reverse order of startup."""
         logger.info("shutdown (%s): no new requests", reason)
         self._stop_reason = reason
-        self._accepting = False
         self._stop_requested.set()
         if self.link is not None:
             self.link.stop_reading()
