@@ -366,7 +366,7 @@ class ChatLlamaCpp(BaseChatModel):
                 params.cancel.set()
 
         # In a thread that ends with the generation (llm.generation says why threads matter).
-        start_in_thread(self._events(messages, params), params.cancel, put)
+        start_in_thread(lambda: self._events(messages, params), params.cancel, put)
         try:
             while True:
                 kind, value = await events.get()

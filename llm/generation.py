@@ -190,15 +190,17 @@ def stage_check(params: GenerationParams, started: float) -> Callable[[str], Non
 
 
 def start_in_thread(
-    events: Iterable[object], cancel: threading.Event, put: Callable[[str, Any], None]
+    events: Callable[[], Iterable[object]], cancel: threading.Event, put: Callable[[str, Any], None]
 ) -> threading.Thread:
-    """Iterate ``events`` in a new thread that ends with them (async callers): each goes to
+    """Iterate ``events()`` in a new thread that ends with them (async callers): each event goes to
     ``put("event", e)``, then ``put("end", None)`` or ``put("error", exc)``. Once ``cancel`` is set the
     next event raises GenerationCancelledError instead."""
 
     def work() -> None:
         try:
-            for event in events:
+            # Made here and held by nothing else: a raise closes it at once, which frees the model (the
+            # error and this frame form a reference cycle that only the garbage collector would break).
+            for event in events():
                 if cancel.is_set():
                     raise GenerationCancelledError("generation cancelled by the caller")
                 put("event", event)

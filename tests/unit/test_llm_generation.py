@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Generator, Iterable
 from typing import Any
@@ -9,7 +10,15 @@ from typing import Any
 import pytest
 
 from llm.errors import GenerationCancelledError, GenerationTimeoutError
-from llm.generation import Done, GenerationParams, StreamDecoder, run_in_own_thread, stage_check, stream_answer
+from llm.generation import (
+    Done,
+    GenerationParams,
+    StreamDecoder,
+    run_in_own_thread,
+    stage_check,
+    start_in_thread,
+    stream_answer,
+)
 
 END = 0  # the end-of-turn token of these tests; every other token is the byte of its id
 
@@ -126,3 +135,28 @@ def test_run_in_own_thread_returns_the_result_or_raises_the_error() -> None:
 
     with pytest.raises(ValueError, match="boom"):
         run_in_own_thread(fail)
+
+
+def test_a_cancelled_worker_closes_its_events_at_once_without_the_garbage_collector() -> None:
+    """The events hold the model: waiting for the cyclic GC to close them stalled shutdown for seconds."""
+    cancel = threading.Event()
+    closed = threading.Event()
+    got: list[tuple[str, object]] = []
+
+    def events() -> Generator[int, None, None]:
+        try:
+            yield 1
+            cancel.set()  # the consumer goes away while the next event is being made
+            yield 2
+            yield 3
+        finally:
+            closed.set()
+
+    gc.disable()
+    try:
+        start_in_thread(events, cancel, lambda kind, value: got.append((kind, value))).join(5)
+        assert closed.is_set()
+    finally:
+        gc.enable()
+    assert got[0] == ("event", 1)
+    assert got[1][0] == "error" and isinstance(got[1][1], GenerationCancelledError)
