@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from naila_graph.cli.errors import AddCommon, eprint
+from naila_graph.cli.errors import AddCommon, action, command_group, eprint
 
 
 def register(sub: Any, common: AddCommon) -> None:
@@ -22,24 +22,22 @@ def register(sub: Any, common: AddCommon) -> None:
 def _register_bench(sub: Any, common: AddCommon) -> None:
     from evals.bench.suite import add_arguments, run_from_args
 
-    bench = sub.add_parser(
+    bench = action(
+        sub,
+        common,
         "bench",
-        help="the performance suite: ours vs raw, interleaved devices, graph+MQTT, leak check,"
+        "the performance suite: ours vs raw, interleaved devices, graph+MQTT, leak check,"
         " bandwidth ceiling, knob sweep; one table on stdout",
+        run_from_args,
     )
-    common(bench)
     add_arguments(bench)
-    bench.set_defaults(handler=run_from_args)
 
 
 def _register_eval(sub: Any, common: AddCommon) -> None:
-    ev = sub.add_parser("eval", help="response-quality evals: run, compare")
-    common(ev)
-    esub = ev.add_subparsers(dest="eval_command", metavar="ACTION")
-    esub.required = True
-
-    run = esub.add_parser("run", help="run the eval cases through the graph; table on stdout, reports in --out")
-    common(run)
+    actions = command_group(sub, common, "eval", "response-quality evals: run, compare")
+    run = action(
+        actions, common, "run", "run the eval cases through the graph; table on stdout, reports in --out", cmd_eval_run
+    )
     run.add_argument("--model", help="bundle name or GGUF path (default: LLM_MODEL_PATH or the default bundle)")
     run.add_argument(
         "--prompt", metavar="FILE", help="persona/system prompt file to evaluate (default: the current one)"
@@ -52,19 +50,20 @@ def _register_eval(sub: Any, common: AddCommon) -> None:
     run.add_argument("--dataset", metavar="FILE", type=Path, help="cases file (default: evals/data/naila_cases.jsonl)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed, so runs are repeatable (default 0)")
     run.add_argument("--no-upload", action="store_true", help="stay offline even when LangSmith is configured")
-    run.set_defaults(handler=cmd_eval_run)
 
-    compare = esub.add_parser("compare", help="what improved or regressed from report A to report B")
-    common(compare)
+    compare = action(
+        actions, common, "compare", "what improved or regressed from report A to report B", cmd_eval_compare
+    )
     compare.add_argument("a", metavar="A.json", type=Path)
     compare.add_argument("b", metavar="B.json", type=Path)
-    compare.set_defaults(handler=cmd_eval_compare)
 
-    fetch = esub.add_parser(
-        "fetch-embeddings", help="download and verify the MiniLM embedding model; prints its folder"
+    action(
+        actions,
+        common,
+        "fetch-embeddings",
+        "download and verify the MiniLM embedding model; prints its folder",
+        cmd_eval_fetch_embeddings,
     )
-    common(fetch)
-    fetch.set_defaults(handler=cmd_eval_fetch_embeddings)
 
 
 def _positive(text: str) -> int:

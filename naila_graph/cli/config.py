@@ -7,19 +7,14 @@ import json
 import os
 from typing import Any
 
-from naila_graph.cli.errors import AddCommon
+from naila_graph.cli.errors import AddCommon, action, command_group
 
 _SECRET_WORDS = ("PASSWORD", "API_KEY", "SECRET", "TOKEN")
 
 
 def register(sub: Any, common: AddCommon) -> None:
-    config = sub.add_parser("config", help="settings")
-    common(config)
-    csub = config.add_subparsers(dest="config_command", metavar="ACTION")
-    csub.required = True
-    cshow = csub.add_parser("show", help="print the effective settings (secrets masked)")
-    common(cshow)
-    cshow.set_defaults(handler=cmd_config_show)
+    actions = command_group(sub, common, "config", "settings")
+    action(actions, common, "show", "print the effective settings (secrets masked)", cmd_config_show)
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:

@@ -30,3 +30,22 @@ def check_port(value: int | None) -> int | None:
     if value is not None and not 1 <= value <= 65535:
         raise CLIError(f"--broker-port must be between 1 and 65535 (got {value})")
     return value
+
+
+def command_group(sub: Any, common: AddCommon, name: str, help: str) -> Any:
+    """``naila NAME ACTION``: a command whose actions are added with :func:`action`."""
+    parser = sub.add_parser(name, help=help)
+    common(parser)
+    actions = parser.add_subparsers(dest=f"{name}_command", metavar="ACTION")
+    actions.required = True
+    return actions
+
+
+def action(
+    actions: Any, common: AddCommon, name: str, help: str, handler: Callable[[argparse.Namespace], int]
+) -> argparse.ArgumentParser:
+    """One action of a :func:`command_group` (or a plain command, given the top-level ``sub``)."""
+    parser: argparse.ArgumentParser = actions.add_parser(name, help=help)
+    common(parser)
+    parser.set_defaults(handler=handler)
+    return parser

@@ -5,25 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from naila_graph.cli.errors import AddCommon, CLIError, eprint, print_table
+from naila_graph.cli.errors import AddCommon, CLIError, action, command_group, eprint, print_table
 
 
 def register(sub: Any, common: AddCommon) -> None:
-    memory = sub.add_parser("memory", help="stored conversations: list, show, clear")
-    common(memory)
-    memsub = memory.add_subparsers(dest="memory_command", metavar="ACTION")
-    memsub.required = True
-    memlist = memsub.add_parser("list", help="conversations with turn counts and last activity")
-    common(memlist)
-    memlist.set_defaults(handler=cmd_memory_list)
-    memshow = memsub.add_parser("show", help="one conversation's messages")
-    common(memshow)
-    memshow.add_argument("id", help="device or conversation id")
-    memshow.set_defaults(handler=cmd_memory_show)
-    memclear = memsub.add_parser("clear", help="forget one conversation")
-    common(memclear)
-    memclear.add_argument("id", help="device or conversation id")
-    memclear.set_defaults(handler=cmd_memory_clear)
+    actions = command_group(sub, common, "memory", "stored conversations: list, show, clear")
+    action(actions, common, "list", "conversations with turn counts and last activity", cmd_memory_list)
+    show = action(actions, common, "show", "one conversation's messages", cmd_memory_show)
+    show.add_argument("id", help="device or conversation id")
+    clear = action(actions, common, "clear", "forget one conversation", cmd_memory_clear)
+    clear.add_argument("id", help="device or conversation id")
 
 
 def _memory_url() -> str:

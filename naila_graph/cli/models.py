@@ -5,25 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from naila_graph.cli.errors import AddCommon, CLIError, print_table
+from naila_graph.cli.errors import AddCommon, CLIError, action, command_group, print_table
 
 
 def register(sub: Any, common: AddCommon) -> None:
-    models = sub.add_parser("models", help="model bundles: list, fetch, path")
-    common(models)
-    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
-    msub.required = True
-    mlist = msub.add_parser("list", help="known bundles")
-    common(mlist)
-    mlist.set_defaults(handler=cmd_models_list)
-    mfetch = msub.add_parser("fetch", help="download, assemble and verify a bundle; prints its path")
-    common(mfetch)
-    mfetch.add_argument("name")
-    mfetch.set_defaults(handler=cmd_models_fetch)
-    mpath = msub.add_parser("path", help="print the path of a fetched bundle")
-    common(mpath)
-    mpath.add_argument("name")
-    mpath.set_defaults(handler=cmd_models_path)
+    actions = command_group(sub, common, "models", "model bundles: list, fetch, path")
+    action(actions, common, "list", "known bundles", cmd_models_list)
+    fetch = action(
+        actions, common, "fetch", "download, assemble and verify a bundle; prints its path", cmd_models_fetch
+    )
+    fetch.add_argument("name")
+    path = action(actions, common, "path", "print the path of a fetched bundle", cmd_models_path)
+    path.add_argument("name")
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
