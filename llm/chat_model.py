@@ -19,6 +19,7 @@ from langchain_core.language_models.chat_models import agenerate_from_stream, ge
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables.config import ensure_config
 from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from llm.chat_template import ChatTemplate, to_chat_dicts
@@ -418,7 +419,11 @@ class ChatLlamaCpp(BaseChatModel):
 
 
 def _conversation_of(run_manager: Any) -> str | None:
-    """The memory thread id of the run (LangGraph puts ``thread_id`` into the run's metadata)."""
-    metadata = getattr(run_manager, "metadata", None) or {}
+    """The memory thread id of the run (LangGraph puts ``thread_id`` into the run's metadata).
+
+    When a caller streams (e.g. a graph run with ``stream_mode="messages"``), LangChain calls ``_stream``
+    without a run manager; the run's config is then still the current one (a context variable).
+    """
+    metadata = getattr(run_manager, "metadata", None) or ensure_config().get("metadata") or {}
     thread = metadata.get("thread_id")
     return str(thread) if thread is not None else None

@@ -172,3 +172,27 @@ def test_empty_input_is_answered_by_a_final_pattern_reply(tmp_path: Path, text: 
     final = next(e for e in events if isinstance(e, Final))
     assert final.state["response_source"] == "pattern" and final.state["fallback_reason"] == "empty_input"
     assert final.text
+
+
+async def test_streamed_turns_keep_at_most_two_prompt_states_per_conversation(tmp_path: Path, tiny_model: str) -> None:
+    # Streaming graph runs call the model without a run manager: the thread id must still reach the
+    # state cache, or every turn's state is kept until the whole budget is full.
+    from llm import ChatLlamaCpp
+    from llm.state_cache import PER_CONVERSATION
+
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=16, temperature=0.0, seed=1)
+    devices = [f"robot_{i}" for i in range(4)]
+
+    async def ignore(event: TurnEvent) -> None:
+        return None
+
+    async with open_async_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        runner = TurnRunner(build_graph(model, saver), saver=saver, model=model)
+        for i in range(24):
+            device = devices[i % len(devices)]
+            request = _request(f"turn {i}: tell me something", device, task_id=f"task-{i}")
+            await consume(runner.start(request), ignore)
+        await runner.aclose()
+    stats = model.state_cache_stats
+    model.unload()
+    assert 0 < stats.entries <= PER_CONVERSATION * len(devices), stats
