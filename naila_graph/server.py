@@ -36,6 +36,7 @@ logger = logging.getLogger("naila.server")
 SERVER_WORKERS = 2  # one request may wait for the model while another gets a pattern/action answer
 CANCEL_WAIT_SECONDS = 10.0  # how long cancelled answers get to end after the shutdown grace
 BACKGROUND_WAIT_SECONDS = 5.0  # how long error replies in flight get at shutdown
+CANCELLED_SOURCE = "cancelled"  # response.source of a request cancelled before anything answered it
 
 
 @dataclass
@@ -71,7 +72,7 @@ class NailaServer:
         self.link: MqttLink | None = None
         self.turns: TurnRunner | None = None
         self._stack = contextlib.AsyncExitStack()
-        self._scheduler = FairScheduler(self.settings.queue_limit)
+        self._scheduler = FairScheduler(self.settings.queue_limit, self.settings.queue_per_device)
         self._recent = RecentIds(ttl=max(300.0, self.settings.stale_request_seconds * 2))
         self._running: dict[str, _Running] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -335,10 +336,11 @@ class NailaServer:
             )
             return
         if not request.text.strip():
+            log.info("empty request %s from %s refused", request.task_id, request.device_id)
             self._refuse(request, "empty_input", "the request holds no text to answer")
             return
         try:
-            self._scheduler.submit(request)
+            displaced = self._scheduler.submit(request)
         except Overloaded as exc:
             self.stats.errors += 1
             log.warning("overloaded: %s; request %s refused", exc, request.task_id)
@@ -347,12 +349,31 @@ class NailaServer:
         except QueueClosed:
             self._refuse(request, "shutting_down", "the server is shutting down")
             return
+        if displaced is not None:
+            self._refuse_displaced(displaced, request.device_id)
         log.info(
             "queued %s request %s from %s (%d waiting)",
             request.input_type,
             request.task_id,
             request.device_id,
             self._scheduler.depth,
+        )
+
+    def _refuse_displaced(self, displaced: p.Request, newcomer: str) -> None:
+        """``displaced`` was waiting on the device holding the most slots of a full queue: refuse it."""
+        self.stats.errors += 1
+        request_log(displaced).warning(
+            "overloaded: waiting request %s of %s refused to make room for %s",
+            displaced.task_id,
+            displaced.device_id,
+            newcomer,
+        )
+        held = self._scheduler.waiting(displaced.device_id)
+        self._refuse(
+            displaced,
+            "overloaded",
+            f"the server is busy: all NAILA_QUEUE_LIMIT={self.settings.queue_limit} places are taken and this device"
+            f" held the most ({held + 1}), so its newest request made room for another device; try again shortly",
         )
 
     def _on_cancel(self, cancel: p.CancelRequest) -> None:
@@ -371,9 +392,11 @@ class NailaServer:
 
     async def _publish_cancelled_unstarted(self, request: p.Request) -> None:
         await self.publish(p.stream_topic(request.device_id), p.stream_payload(request.task_id, 0, "", final=True))
-        await self.publish(
-            p.RESPONSE_TOPIC, p.response_payload(request, {"finish_reason": "cancelled", "response_source": None})
-        )
+        request_log(request).info("request %s cancelled while waiting", request.task_id)
+        # Nothing answered it (no model, pattern or action): the response says so instead of "pattern".
+        payload = p.response_payload(request, {"finish_reason": "cancelled"})
+        payload["response"]["source"] = CANCELLED_SOURCE
+        await self.publish(p.RESPONSE_TOPIC, payload)
 
     # ------------------------------------------------------------------ workers
 

@@ -35,6 +35,7 @@ class NailaSettings(BaseSettings):
     system_prompt_file: Path | None = None
     health_interval_seconds: float = Field(default=30.0, gt=0, le=86_400)
     queue_limit: int = Field(default=32, ge=1, le=100_000)
+    queue_per_device: int = Field(default=8, ge=1, le=100_000, description="waiting requests per device (1..100000)")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     stale_request_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
