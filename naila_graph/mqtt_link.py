@@ -24,11 +24,11 @@ from naila_graph.settings import MQTTSettings
 
 logger = logging.getLogger("naila.mqtt")
 
-PUBLISH_ATTEMPTS = 3
 PUBLISH_RETRY_PAUSE_SECONDS = 0.2
-RECONNECT_WAIT_SECONDS = 15.0  # how long a publish waits for the broker to come back before giving up
+OUTAGE_WAIT_SECONDS = 120.0  # how long a message waits for the broker to come back before it is given up
+OUTBOX_LIMIT = 1000  # messages waiting for the broker at once; beyond that they are given up at once
 BACKOFF_FIRST_SECONDS = 0.5
-BACKOFF_MAX_SECONDS = 10.0
+BACKOFF_MAX_SECONDS = 2.0  # so the link is back within 2 s of the broker's return
 CONNECT_TIMEOUT_SECONDS = 10
 DISCONNECT_TIMEOUT_SECONDS = 5.0
 
@@ -69,6 +69,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._closing = asyncio.Event()
         self._reading = True
+        self._waiting = 0  # publishers waiting for the broker to come back
         self._reader: asyncio.Task[None] | None = None
         self._connection: asyncio.Task[None] | None = None
 
@@ -167,7 +168,8 @@ class MqttLink:
     async def _session(self, client: aiomqtt.Client) -> None:
         """One connected session: subscribe, announce, read until the link closes or the connection drops."""
         subscriptions: list[tuple[str, int]] = [(topic, self.settings.qos) for topic in self.topics]
-        await client.subscribe(subscriptions)
+        if subscriptions:  # a link may only publish
+            await client.subscribe(subscriptions)
         if self.online is not None:
             topic, payload = self.online
             await client.publish(topic, p.encode(payload), qos=1, retain=True)
@@ -212,14 +214,18 @@ class MqttLink:
     # ------------------------------------------------------------------ publishing
 
     async def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False) -> bool:
-        """Publish JSON; waits for a reconnect when the broker is briefly gone. False when it gave up."""
+        """Publish JSON. While the broker is away the message waits for the link to come back (messages
+        that wait are sent in the order they were published), for up to ``OUTAGE_WAIT_SECONDS`` and with
+        at most ``OUTBOX_LIMIT`` waiting; False when it was given up (also when the link is closing)."""
         data = p.encode(payload)
-        for _ in range(PUBLISH_ATTEMPTS):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + OUTAGE_WAIT_SECONDS
+        while loop.time() < deadline:
             client = self._client
             if client is None or not self.connected.is_set():
-                try:
-                    await asyncio.wait_for(self.connected.wait(), timeout=RECONNECT_WAIT_SECONDS)
-                except TimeoutError:
+                if self._closing.is_set() or self._waiting >= OUTBOX_LIMIT:
+                    break
+                if not await self._until_connected(deadline - loop.time()):
                     break
                 continue
             try:
@@ -233,3 +239,15 @@ class MqttLink:
         self.counters.errors += 1
         logger.error("gave up publishing to %s: broker unreachable", topic)
         return False
+
+    async def _until_connected(self, within: float) -> bool:
+        """Wait for the link to be up (True), the link to close or ``within`` seconds to pass (False)."""
+        self._waiting += 1
+        waiters = {asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self._closing.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=max(0.0, within), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._waiting -= 1
+            for waiter in waiters:
+                waiter.cancel()
+        return self.connected.is_set()

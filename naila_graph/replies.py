@@ -37,6 +37,7 @@ class TurnPublisher:
         self.request = request
         self.topic = p.stream_topic(request.device_id)
         self.seq = 0
+        self.stream_lost = False  # a stream message was given up (broker away too long)
         self.log = request_log(request)
 
     def _stream(self, text: str, *, final: bool, replaced: bool = False) -> dict[str, Any]:
@@ -47,11 +48,14 @@ class TurnPublisher:
     async def handle(self, event: TurnEvent) -> None:
         server, request = self.server, self.request
         if isinstance(event, Sentence):
-            await server.publish(self.topic, self._stream(event.text, final=False))
+            if not await server.publish(self.topic, self._stream(event.text, final=False)):
+                self.stream_lost = True
         elif isinstance(event, Final):
+            # A robot that missed a sentence must not speak a stream with a hole: it gets the whole answer.
+            tail, replaced = (event.text, True) if self.stream_lost else (event.tail, event.replaced)
             # Both go out at once (in this order); their acknowledgements are awaited together.
             await asyncio.gather(
-                server.publish(self.topic, self._stream(event.tail, final=True, replaced=event.replaced)),
+                server.publish(self.topic, self._stream(tail, final=True, replaced=replaced)),
                 server.publish(p.RESPONSE_TOPIC, p.response_payload(request, event.state)),
             )
             server.mark_answered(request.device_id)
