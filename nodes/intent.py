@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from nodes.speech import storable_text
+
 INTENTS = ("greeting", "time_query", "weather_query", "question", "gratitude", "goodbye", "general")
 
-# Control characters are dropped, except whitespace (collapsed below) and the zero-width (non-)joiners
-# that emoji sequences and several scripts need. Also lone surrogates, BOM, soft hyphen, bidi overrides.
-_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\u00ad\u200b\u202a-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+# Invisible characters are dropped beyond what storable_text removes: C1 controls, BOM, soft hyphen,
+# zero-width space, bidi overrides. Whitespace is collapsed below; the zero-width (non-)joiners that emoji
+# sequences and several scripts need stay.
+_INVISIBLE = re.compile("[\x7f-\x84\x86-\x9f\u00ad\u200b\u202a-\u202e\u2066-\u2069\ufeff]")
 _WHITESPACE = re.compile(r"\s+")
 _GLUED_TO_PREVIOUS = frozenset("\u200d\ufe0f\ufe0e\u20e3")
 
@@ -22,11 +25,15 @@ def _breaks_grapheme(text: str, cut: int) -> bool:
 
 
 def normalize_text(text: str, max_chars: int) -> tuple[str, bool]:
-    """Strip, collapse whitespace, drop control characters and cut to ``max_chars`` (at a word boundary
-    when one lies in the second half of the allowed length). Returns ``(text, was_truncated)``."""
+    """Strip, collapse whitespace, drop control and invisible characters and cut to ``max_chars`` (at a word
+    boundary when one lies in the second half of the allowed length). Returns ``(text, was_truncated)``.
+
+    The text is storable by every memory backend (:func:`nodes.speech.storable_text`: NUL and the other
+    control characters are removed, a lone surrogate becomes U+FFFD) and holds no C0 control character.
+    """
     if max_chars < 1:
         raise ValueError(f"max_chars must be at least 1, got {max_chars}")
-    text = _WHITESPACE.sub(" ", _CONTROL.sub("", text)).strip()
+    text = _WHITESPACE.sub(" ", _INVISIBLE.sub("", storable_text(text))).strip()
     if len(text) <= max_chars:
         return text, False
     if text[max_chars] == " ":

@@ -7,18 +7,21 @@ from typing import Any
 
 from nodes.intent import detect_intent, normalize_text
 from nodes.pattern_responder import repeat_request
+from nodes.speech import storable_text
 from nodes.state import TURN_DEFAULTS
 
 
 def make_process_input(*, max_input_chars: int, confidence_floor: float) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The node: input longer than ``max_input_chars`` is cut; speech recognised with a confidence below
-    ``confidence_floor`` (0..1) is answered with a request to repeat it."""
+    ``confidence_floor`` (0..1) is answered with a request to repeat it. ``raw_text`` is replaced by its
+    storable form (:func:`nodes.speech.storable_text`), the same for every memory backend."""
 
     def process_input(state: dict[str, Any]) -> dict[str, Any]:
         update: dict[str, Any] = dict(TURN_DEFAULTS)
-        raw = state.get("raw_text") or ""
+        # The turn's state is stored with the conversation: what a backend cannot store must not stay in it.
+        raw = storable_text(state.get("raw_text") or "")
         text, truncated = normalize_text(raw, max_input_chars)
-        update.update(text=text, truncated=truncated)
+        update.update(raw_text=raw, text=text, truncated=truncated)
         confidence = state.get("confidence")
         if not text:
             update.update(

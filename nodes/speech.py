@@ -12,7 +12,14 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["SentenceSplitter", "clean_for_speech", "ends_with_question", "has_control_markup", "split_sentences"]
+__all__ = [
+    "SentenceSplitter",
+    "clean_for_speech",
+    "ends_with_question",
+    "has_control_markup",
+    "split_sentences",
+    "storable_text",
+]
 
 # ---------------------------------------------------------------------------------------------------
 # Character classes shared by the splitter and the cleaner
@@ -39,6 +46,30 @@ def _is_emoji(ch: str) -> bool:
 
 def _is_horizontal_space(ch: str) -> bool:
     return ch.isspace() and ch not in _LINE_BREAKS
+
+
+# ---------------------------------------------------------------------------------------------------
+# Storable text
+# ---------------------------------------------------------------------------------------------------
+
+# PostgreSQL text refuses U+0000 (psycopg: UntranslatableCharacter); the other C0 controls and DEL are
+# invisible and never spoken. Whitespace controls (tab, line breaks, separators) stay: callers collapse them.
+_UNSTORABLE_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f]")
+# A lone surrogate (what json.loads gives for "\ud800", or surrogateescape for undecodable bytes) cannot be
+# encoded as UTF-8: no memory backend can store it and no MQTT payload can carry it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def storable_text(text: str) -> str:
+    """``text`` as every memory backend (SQLite, PostgreSQL) and the UTF-8 wire can hold it.
+
+    NUL and the other non-whitespace C0 control characters (U+0000-U+0008, U+000E-U+001B) and DEL are
+    removed; a surrogate pair becomes the character it encodes and a lone surrogate becomes U+FFFD.
+    Everything else, whitespace included, is kept as it is.
+    """
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return _UNSTORABLE_CONTROL.sub("", text)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -155,8 +186,9 @@ def clean_for_speech(text: str) -> str:
     Lists, headings and table rows become sentences (a period is added when they have no final
     punctuation); links keep their text; inline code keeps its text; fence lines are dropped but the
     code inside is kept (see the module docstring). Works on a whole answer or on one sentence.
+    The result is storable (:func:`storable_text`) and holds no C0 control character (tabs and line breaks too).
     """
-    text = _drop_control_markup(_drop_thinking(text))
+    text = _drop_control_markup(_drop_thinking(storable_text(text)))
     lines = (_clean_line(line) for line in text.splitlines())
     return " ".join(line for line in lines if line)
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from nodes.intent import INTENTS, IntentResult, detect_intent, normalize_text
+from nodes.process_input import make_process_input
 
 # ----------------------------------------------------------------------------------------------------
 # normalize_text
@@ -19,6 +20,33 @@ def test_strips_and_collapses_all_whitespace_runs() -> None:
 
 def test_removes_control_characters() -> None:
     assert normalize_text("he\x00ll\x07o\x1b wor\x7fld\ufeff", 100) == ("hello world", False)
+
+
+def test_nul_inside_a_word_is_removed_so_every_memory_backend_can_store_the_text() -> None:
+    assert normalize_text("hi\u0000there", 100) == ("hithere", False)  # PostgreSQL text refuses U+0000
+
+
+def test_a_lone_surrogate_becomes_the_replacement_character() -> None:
+    # json.loads('"\\ud800"') gives a lone surrogate, which UTF-8 (and so every backend) cannot encode
+    assert normalize_text("hi \ud800 there \udcff", 100) == ("hi \ufffd there \ufffd", False)
+
+
+def test_a_surrogate_pair_becomes_the_character_it_encodes() -> None:
+    assert normalize_text("smile \ud83d\ude00", 100) == ("smile 😀", False)
+
+
+@pytest.mark.parametrize("code", [*range(0x20), 0x7F, 0xD800, 0xDBFF, 0xDC00, 0xDFFF])
+def test_normalised_text_is_utf8_and_free_of_c0_controls(code: int) -> None:
+    text, _ = normalize_text(f"a{chr(code)}b {chr(code)}", 100)
+    text.encode("utf-8")  # raises for a surrogate
+    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text), ascii(text)
+
+
+def test_process_input_stores_only_the_storable_raw_text() -> None:
+    process_input = make_process_input(max_input_chars=100, confidence_floor=0.5)
+    update = process_input({"raw_text": "hi\u0000there \ud800", "confidence": 0.1})
+    assert update["raw_text"] == "hithere \ufffd" and update["text"] == "hithere \ufffd"
+    assert update["fallback_reason"] == "low_confidence"
 
 
 def test_keeps_emoji_sequences_intact() -> None:

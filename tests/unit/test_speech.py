@@ -6,7 +6,14 @@ import random
 
 import pytest
 
-from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question, has_control_markup, split_sentences
+from nodes.speech import (
+    SentenceSplitter,
+    clean_for_speech,
+    ends_with_question,
+    has_control_markup,
+    split_sentences,
+    storable_text,
+)
 
 # ----------------------------------------------------------------------------------------------------
 # clean_for_speech: markdown
@@ -417,3 +424,34 @@ def test_question_endings_are_recognised(text: str) -> None:
 @pytest.mark.parametrize("text", ["Fine.", "Why? Because I said so.", "Wow!", "🎉", "", "What is 3?5"])
 def test_other_endings_are_not_questions(text: str) -> None:
     assert not ends_with_question(text)
+
+
+# ----------------------------------------------------------------------------------------------------
+# storable_text: what every memory backend and the UTF-8 wire can hold
+# ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "storable"),
+    [
+        ("hi\u0000there", "hithere"),  # PostgreSQL text refuses U+0000
+        ("bell\x07 esc\x1b del\x7f", "bell esc del"),
+        ("lone \ud800 high, lone \udfff low", "lone \ufffd high, lone \ufffd low"),
+        ("a pair \ud83d\ude00 joins", "a pair 😀 joins"),
+        ("tab\tnew\nline\r\n kept", "tab\tnew\nline\r\n kept"),
+        ("Grüße 👋🏽 ok", "Grüße 👋🏽 ok"),
+    ],
+)
+def test_storable_text(text: str, storable: str) -> None:
+    assert storable_text(text) == storable
+    storable_text(text).encode("utf-8")
+
+
+def test_model_output_with_nul_and_surrogates_is_cleaned_to_storable_speech() -> None:
+    assert clean_for_speech("Hello\x00 **there**.\ud800 Bye\x07!") == "Hello there.\ufffd Bye!"
+
+
+def test_the_stream_and_the_whole_answer_agree_on_unstorable_characters() -> None:
+    answer = "One\x00 two. Three\udcff four!\x00 Five\x1f six?"
+    streamed = " ".join(c for c in (clean_for_speech(s) for s in split_sentences(answer)) if c)
+    assert streamed == clean_for_speech(answer) == "One two. Three\ufffd four! Five six?"
