@@ -12,7 +12,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +95,31 @@ async def _report_progress(started: float) -> None:
         logger.info("still loading the model (%.0f s) ...", time.perf_counter() - started)
 
 
-async def prime_prompt_cache(model: Any, persona_file: Path | None, degraded_reason: str | None) -> None:
-    """Evaluate the persona once so the first request does not pay for it (DESIGN.md decision 2)."""
+async def prime_prompt_cache(
+    model: Any, persona_file: Path | None, degraded_reason: str | None, *, should_stop: Callable[[], bool]
+) -> int:
+    """Evaluate the persona (and the header of the user message after it) so the first request does not
+    pay for it (DESIGN.md decision 2). Runs while the server is already online: it gives way to any
+    request (``should_stop``), which then simply evaluates the persona itself. Returns the tokens evaluated.
+    """
     if degraded_reason is not None or not isinstance(model, LocalModel):
-        return
+        return 0
     from langchain_core.messages import HumanMessage, SystemMessage
 
     from prompts.persona import load_persona
 
-    messages = [SystemMessage(load_persona(persona_file)), HumanMessage("Hi")]
+    persona = SystemMessage(load_persona(persona_file))
+    started = time.perf_counter()
     try:
-        await model.ainvoke(messages, max_tokens=1)  # type: ignore[attr-defined]
+        if model.state_cache_stats.budget_bytes > 0:
+            evaluated = await model.aprefill([persona], should_stop=should_stop, next_role="human")
+        else:  # no saved states: the live context keeps what one short call evaluated
+            await model.ainvoke([persona, HumanMessage("Hi")], max_tokens=1)  # type: ignore[attr-defined]
+            evaluated = len(model.prompt_tokens([persona, HumanMessage("Hi")]))
     except Exception as exc:  # priming is an optimisation; the first request will tell the real story
         logger.warning("could not prime the prompt cache: %s", exc)
+        return 0
+    logger.info(
+        "primed the prompt cache: %d persona tokens in %.0f ms", evaluated, (time.perf_counter() - started) * 1000
+    )
+    return evaluated

@@ -145,8 +145,6 @@ class NailaServer:
                 graph, saver=saver, model=model, generator=generator, busy=self._busy, stats=self.stats
             )
             stack.push_async_callback(self.turns.aclose)
-        async with self._phase("prime prompt cache"):
-            await prime_prompt_cache(self.chat_model, self.settings.system_prompt_file, self.degraded_reason)
         async with self._phase("connect MQTT and subscribe"):
             self.link = await stack.enter_async_context(
                 MqttLink(
@@ -165,6 +163,12 @@ class NailaServer:
             await stack.enter_async_context(self._health_monitor())
             await stack.enter_async_context(self._workers_running())
         await self.publish(p.STARTUP_TOPIC, telemetry.startup_payload(self.model, self.startup_phases))
+        # Online first, then the persona: a robot waiting for a restarted server is not kept waiting for it.
+        self._spawn(
+            prime_prompt_cache(
+                self.chat_model, self.settings.system_prompt_file, self.degraded_reason, should_stop=self._busy
+            )
+        )
         logger.info(
             "NAILA AI server ready%s (startup phases: %s)",
             f" in DEGRADED mode ({self.degraded_reason}): the pattern responder answers"
