@@ -169,3 +169,7 @@ class RecentIds:
             return True
         self._seen[key] = now
         return False
+
+    def forget(self, key: str) -> None:
+        """Let ``key`` be seen again (a refused request may be retried with the same task id)."""
+        self._seen.pop(key, None)

@@ -318,6 +318,8 @@ class NailaServer:
         self._accept(request)
 
     def _refuse(self, request: p.Request, code: str, message: str) -> None:
+        if code == "overloaded":  # it says "try again shortly": a retry with the same task id is no duplicate
+            self._recent.forget(f"{request.device_id}/{request.task_id}")
         self._spawn(self.publish_error(request.device_id, request.task_id, code, message))
 
     def _accept(self, request: p.Request) -> None:

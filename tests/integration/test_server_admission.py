@@ -116,3 +116,28 @@ async def test_a_request_cancelled_while_waiting_is_answered_cancelled_not_patte
     response = cancelled["response"]
     assert (response["finish_reason"], response["source"], response["text"]) == ("cancelled", "cancelled", "")
     assert bot.on(p.stream_topic("robot_c"), second) == [{"task_id": second, "seq": 0, "text": "", "final": True}]
+
+
+async def test_a_request_refused_overloaded_can_be_retried_with_the_same_task_id(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    model = _model(tiny_model)
+    async with (
+        robot(mosquitto.host, mosquitto.port) as bot,
+        running(mosquitto, tmp_path, model, queue_per_device=1) as srv,
+    ):
+        ticket = await asyncio.to_thread(model._gate.acquire, None)
+        try:
+            first = await bot.task("robot_r", "tell me about rivers")
+            await bot.wait_for(lambda: srv._running, what="the first request in service")
+            second = await bot.task("robot_r", "tell me about lakes")
+            third = await bot.task("robot_r", "tell me about seas")
+            error = await bot.error("robot_r", task_id=third)
+        finally:
+            model._gate.release(ticket)
+        await bot.answer(first)
+        await bot.answer(second)
+        await bot.task("robot_r", "tell me about seas", task_id=third)  # "try again shortly"
+        retried = await bot.answer(third, within=15)
+    assert error["error"] == "overloaded" and "NAILA_QUEUE_PER_DEVICE=1" in error["message"]
+    assert retried["response"]["finish_reason"] in ("stop", "length")
