@@ -1,7 +1,11 @@
 """The MQTT contract with the robots (../shared/PROTOCOL.md): topics, request parsing, answer payloads.
 
 Parsing never raises anything but :class:`PayloadError`, whose ``code`` and ``message`` go to the
-device's error topic, so one bad message cannot stop the server.
+device's error topic (its ``device_id`` is set whenever the payload named a valid device), so one bad
+message cannot stop the server or leave a robot waiting. Besides missing fields and wrong types, a message
+is refused when it repeats a key, holds NaN/Infinity (not JSON) or an integer of more than 256 digits, or
+has ids that could not be stored or sent back (control characters, lone surrogates, "." and "..").
+The request's text is passed on as sent: the graph makes it storable (nodes.speech.storable_text).
 """
 
 from __future__ import annotations
