@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from naila_graph.cli.errors import AddCommon, CLIError, action, command_group, eprint, print_table
@@ -23,10 +25,22 @@ def _memory_url() -> str:
     return NailaSettings().resolved_memory_url()
 
 
-def cmd_memory_list(args: argparse.Namespace) -> int:
-    from naila_graph.memory import format_timestamp, list_conversations, open_checkpointer
+@contextmanager
+def _stored_memory() -> Iterator[Any]:
+    """The checkpointer of NAILA_MEMORY_URL; an interactive command tries once and says what to check."""
+    from naila_graph.memory import NO_RETRY, MemoryConfigError, MemoryUnavailableError, open_checkpointer
 
-    with open_checkpointer(_memory_url()) as saver:
+    try:
+        with open_checkpointer(_memory_url(), retry=NO_RETRY) as saver:
+            yield saver
+    except (MemoryConfigError, MemoryUnavailableError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+def cmd_memory_list(args: argparse.Namespace) -> int:
+    from naila_graph.memory import format_timestamp, list_conversations
+
+    with _stored_memory() as saver:
         rows = [("ID", "TURNS", "LAST ACTIVITY")]
         for conv in list_conversations(saver):
             rows.append((conv.thread_id, str(conv.turns), format_timestamp(conv.last_activity)))
@@ -38,9 +52,9 @@ def cmd_memory_list(args: argparse.Namespace) -> int:
 
 
 def cmd_memory_show(args: argparse.Namespace) -> int:
-    from naila_graph.memory import conversation_messages, open_checkpointer
+    from naila_graph.memory import conversation_messages
 
-    with open_checkpointer(_memory_url()) as saver:
+    with _stored_memory() as saver:
         messages = conversation_messages(saver, args.id)
     if not messages:
         raise CLIError(f"no stored conversation {args.id!r} (see `naila memory list`)")
@@ -51,9 +65,9 @@ def cmd_memory_show(args: argparse.Namespace) -> int:
 
 
 def cmd_memory_clear(args: argparse.Namespace) -> int:
-    from naila_graph.memory import clear_conversation, open_checkpointer
+    from naila_graph.memory import clear_conversation
 
-    with open_checkpointer(_memory_url()) as saver:
+    with _stored_memory() as saver:
         existed = clear_conversation(saver, args.id)
     if not existed:
         raise CLIError(f"no stored conversation {args.id!r} (see `naila memory list`)")

@@ -173,3 +173,27 @@ def test_ctrl_c_stops_the_answer_not_the_session(real_model: str) -> None:
     assert term.exit_code() == 0
     tail = term.out.split(b"What's 12 times 7?", 1)[1]
     assert b"84" in tail and b"source=llm" in tail  # the session and the model still work
+
+
+def test_memory_list_and_show_agree_on_a_thread_without_messages(tmp_path: Path) -> None:
+    from naila_graph.graph import build_graph, turn_config, turn_input
+    from naila_graph.memory import open_checkpointer
+
+    env = {"NAILA_DATA_DIR": str(tmp_path)}
+    with open_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
+        graph = build_graph(None, saver)  # the pattern responder: no model needed
+        graph.invoke(turn_input("   ", device_id="blank"), turn_config("blank"))  # stored with no message
+        graph.invoke(turn_input("hello", device_id="talker"), turn_config("talker"))
+    listed = naila("memory", "list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "talker" in listed.stdout and "blank" not in listed.stdout
+    shown = naila("memory", "show", "blank", env=env)
+    assert shown.returncode == 1 and "no stored conversation 'blank'" in shown.stderr
+
+
+def test_memory_commands_name_a_wrong_memory_url_and_hide_its_password() -> None:
+    r = naila("memory", "list", env={"NAILA_MEMORY_URL": "postgresql://naila:s3cret@127.0.0.1:1/naila"})
+    assert r.returncode == 1
+    assert "NAILA_MEMORY_URL=postgresql://naila:***@127.0.0.1:1/naila" in r.stderr
+    assert "Check that PostgreSQL is running" in r.stderr
+    assert "s3cret" not in r.stderr and "Traceback" not in r.stderr
