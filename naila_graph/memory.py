@@ -1,41 +1,28 @@
 """Conversation memory = LangGraph checkpointers (SQLite by default, Postgres for shared servers).
 
-Postgres goes through a connection pool that checks a connection before lending it (a restarted server or a
-killed backend costs a reconnect, not a turn); the first connection is retried with backoff at startup, and
-a failing read or write of a checkpoint is retried for a bounded time while :class:`MemoryHealth` says
-memory is degraded. Errors name ``NAILA_MEMORY_URL`` (password masked) and what to check.
+What a Postgres outage does to memory (waiting, pooling, retrying) is :mod:`naila_graph.memory_postgres`,
+imported only for a ``postgresql://`` URL; here: the policy (:class:`RetryPolicy`), what health reports
+read (:class:`MemoryHealth`), and the stored conversations. Errors name ``NAILA_MEMORY_URL``, password masked.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 logger = logging.getLogger("naila.memory")
 
-T = TypeVar("T")
-
 SETTING = "NAILA_MEMORY_URL"
-CONNECT_TIMEOUT_SECONDS = 5  # one connection attempt (libpq connect_timeout)
-POOL_MIN, POOL_MAX = 1, 2  # the saver serialises its queries; the second connection serves a probe or a prune
-POOL_WAIT_SECONDS = 5.0  # how long a query waits for a pooled connection before it counts as a failed try
-PROBE_WAIT_SECONDS = 2.0  # a health probe must not hold up a health report
-_CHECK_HINT = (
-    "Check that PostgreSQL is running and reachable at that host and port, and that the user, password and"
-    " database in the URL are right (the database must exist); or unset {setting} to use the local SQLite file."
-)
 
 
 class MemoryConfigError(ValueError):
@@ -114,20 +101,6 @@ def masked_url(url: str) -> str:
     return parts._replace(netloc=netloc, query=query).geturl()
 
 
-def _describe(exc: BaseException, url: str) -> str:
-    """The error's text, one line, without the URL's password."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    password = urlsplit(url).password
-    text = text.replace(password, "***") if password else text
-    return text if text.endswith((".", "?", "!")) else text + "."
-
-
-def _transient_errors() -> tuple[type[BaseException], ...]:
-    import psycopg
-
-    return (psycopg.OperationalError,)  # lost connection, refused, shut down, pool timeout; not bad data
-
-
 def _sqlite_path(url: str) -> Path:
     raw = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url.removeprefix("sqlite://")
     if not raw:
@@ -161,153 +134,6 @@ def _require_postgres() -> None:
 _SQLITE_SYNC = "PRAGMA synchronous=NORMAL"
 
 
-def _connect_failed(url: str, exc: BaseException, attempt: int, retry: RetryPolicy, started: float) -> float:
-    """After a failed first connection: log and return the pause before the next attempt, or raise."""
-    reason = _describe(exc, url)
-    if attempt >= retry.connect_attempts:
-        raise MemoryUnavailableError(
-            f"cannot connect to the memory database {SETTING}={masked_url(url)}"
-            f" ({attempt} attempt{'s' if attempt > 1 else ''} in {time.monotonic() - started:.0f} s): {reason} "
-            + _CHECK_HINT.format(setting=SETTING)
-        ) from exc
-    delay = retry.delay(attempt)
-    logger.warning(
-        "memory: cannot connect to %s=%s (attempt %d of %d): %s Retrying in %.1f s",
-        SETTING,
-        masked_url(url),
-        attempt,
-        retry.connect_attempts,
-        reason,
-        delay,
-    )
-    return delay
-
-
-def _wait_for_postgres(url: str, retry: RetryPolicy) -> None:
-    """Return once the database accepts a connection (retried with backoff), else raise naming the setting."""
-    import psycopg
-
-    started = time.monotonic()
-    for attempt in range(1, retry.connect_attempts + 1):
-        try:
-            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
-            return
-        except psycopg.OperationalError as exc:
-            time.sleep(_connect_failed(url, exc, attempt, retry, started))
-
-
-async def _await_postgres(url: str, retry: RetryPolicy) -> None:
-    """:func:`_wait_for_postgres` without blocking the event loop."""
-    import psycopg
-
-    started = time.monotonic()
-    for attempt in range(1, retry.connect_attempts + 1):
-        try:
-            conn = await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
-        except psycopg.OperationalError as exc:
-            await asyncio.sleep(_connect_failed(url, exc, attempt, retry, started))
-        else:
-            await conn.close()
-            return
-
-
-def _pool_options(url: str) -> dict[str, Any]:
-    """What both pools share: the saver's connection settings, and a check of each connection before it is
-    lent (a connection the server dropped is replaced instead of failing the next query)."""
-    from psycopg.rows import dict_row
-
-    return {
-        "conninfo": url,
-        "kwargs": {
-            "autocommit": True,
-            "prepare_threshold": 0,
-            "row_factory": dict_row,
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-        },
-        "min_size": POOL_MIN,
-        "max_size": POOL_MAX,
-        "timeout": POOL_WAIT_SECONDS,
-        "open": False,
-        "name": "naila-memory",
-    }
-
-
-class _Retrying:
-    """Retries a database call that failed for a transient reason (connection lost, refused, pool timeout)
-    for ``retry.operation_seconds``, keeping ``health`` up to date; then raises :class:`MemoryUnavailableError`."""
-
-    def __init__(self, url: str, health: MemoryHealth, retry: RetryPolicy) -> None:
-        self.url = url
-        self.health = health
-        self.retry = retry
-
-    def failed(self, what: str, exc: BaseException, attempt: int, started: float) -> float:
-        """Record a failure; the pause before the next try, or raise when the budget is spent."""
-        reason = _describe(exc, self.url)
-        self.health.record_error(reason)
-        delay = self.retry.delay(attempt)
-        elapsed = time.monotonic() - started
-        if elapsed + delay > self.retry.operation_seconds:
-            self.health.failures += 1
-            raise MemoryUnavailableError(
-                f"could not {what} in the memory database {SETTING}={masked_url(self.url)}"
-                f" ({attempt} tr{'ies' if attempt > 1 else 'y'} in {elapsed:.0f} s): {reason} "
-                + _CHECK_HINT.format(setting=SETTING)
-            ) from exc
-        self.health.retries += 1
-        logger.warning("memory: could not %s: %s Try %d in %.1f s", what, reason, attempt + 1, delay)
-        return delay
-
-    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
-        started = time.monotonic()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                result = await call()
-            except _transient_errors() as exc:
-                await asyncio.sleep(self.failed(what, exc, attempt, started))
-            else:
-                self.health.record_ok()
-                return result
-
-
-def _thread(config: Any) -> str:
-    return str(config.get("configurable", {}).get("thread_id", "?"))
-
-
-@functools.cache
-def _resilient_async_saver() -> type[Any]:
-    """``AsyncPostgresSaver`` whose reads and writes of checkpoints are retried (built on first use: the
-    Postgres extra is optional)."""
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-
-    class ResilientAsyncPostgresSaver(AsyncPostgresSaver):
-        def __init__(self, pool: Any, retrying: _Retrying) -> None:
-            super().__init__(pool)
-            self.retrying = retrying
-            self.health = retrying.health
-
-        async def aget_tuple(self, config: Any) -> Any:
-            get = super().aget_tuple
-            return await self.retrying.run(f"read the conversation {_thread(config)!r}", lambda: get(config))
-
-        async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
-            put = super().aput
-            return await self.retrying.run(
-                f"store the conversation {_thread(config)!r}", lambda: put(config, checkpoint, metadata, new_versions)
-            )
-
-        async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
-            put_writes = super().aput_writes
-            await self.retrying.run(
-                f"store the pending writes of {_thread(config)!r}",
-                lambda: put_writes(config, writes, task_id, task_path),
-            )
-
-    return ResilientAsyncPostgresSaver
-
-
 def memory_health(saver: BaseCheckpointSaver) -> MemoryHealth:
     """The health of ``saver``'s database (always healthy for savers that do not track it, e.g. SQLite)."""
     health = getattr(saver, "health", None)
@@ -317,18 +143,10 @@ def memory_health(saver: BaseCheckpointSaver) -> MemoryHealth:
 async def acheck_memory(saver: BaseCheckpointSaver) -> MemoryHealth:
     """Ask the database whether it answers (for a periodic health report: an outage is seen, and its end,
     without a turn); records the result in and returns :func:`memory_health` of ``saver``."""
-    health = memory_health(saver)
-    retrying = getattr(saver, "retrying", None)
-    if not isinstance(retrying, _Retrying):
-        return health
-    try:
-        async with saver.conn.connection(timeout=PROBE_WAIT_SECONDS) as conn:  # type: ignore[attr-defined]
-            await conn.execute("SELECT 1")
-    except _transient_errors() as exc:
-        health.record_error(_describe(exc, retrying.url))
-    else:
-        health.record_ok()
-    return health
+    probe = getattr(saver, "aprobe", None)
+    if probe is not None:
+        await probe()
+    return memory_health(saver)
 
 
 @contextmanager
@@ -348,14 +166,9 @@ def open_checkpointer(url: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> Iterat
             conn.close()
     elif url.startswith(("postgresql://", "postgres://")):
         _require_postgres()
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg_pool import ConnectionPool
+        from naila_graph.memory_postgres import open_postgres
 
-        url = _postgres_url(url)
-        _wait_for_postgres(url, retry)
-        with ConnectionPool(**_pool_options(url), check=ConnectionPool.check_connection) as pool:
-            pg_saver = PostgresSaver(pool)
-            pg_saver.setup()
+        with open_postgres(_postgres_url(url), retry) as pg_saver:
             yield pg_saver
     else:
         raise MemoryConfigError(f"{SETTING} must be sqlite:///path or postgresql://…, got {url!r}")
@@ -379,13 +192,9 @@ async def open_async_checkpointer(
             yield async_saver
     elif url.startswith(("postgresql://", "postgres://")):
         _require_postgres()
-        from psycopg_pool import AsyncConnectionPool
+        from naila_graph.memory_postgres import aopen_postgres
 
-        url = _postgres_url(url)
-        await _await_postgres(url, retry)
-        async with AsyncConnectionPool(**_pool_options(url), check=AsyncConnectionPool.check_connection) as pool:
-            pg_saver = _resilient_async_saver()(pool, _Retrying(url, health or MemoryHealth(), retry))
-            await pg_saver.setup()
+        async with aopen_postgres(_postgres_url(url), health or MemoryHealth(), retry) as pg_saver:
             yield pg_saver
     else:
         raise MemoryConfigError(f"{SETTING} must be sqlite:///path or postgresql://…, got {url!r}")
