@@ -18,6 +18,7 @@ from nodes.dispatch_action import local_now, make_dispatch_action
 from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
+from nodes.speech import storable_text
 from nodes.state import NailaState
 from prompts.persona import load_persona
 
@@ -136,7 +137,7 @@ def turn_input(
 ) -> dict[str, Any]:
     """The input of one turn."""
     return {
-        "raw_text": text,
+        "raw_text": storable_text(text),  # checkpointed before process_input: must be storable already
         "device_id": device_id,
         "task_id": task_id,
         "input_type": input_type,

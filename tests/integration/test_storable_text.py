@@ -91,3 +91,17 @@ async def test_a_turn_with_unstorable_characters_is_answered_and_stored(
     assert [m.type for m in stored] == ["human", "ai"]
     assert stored[0].text.startswith("hithere") and stored[1].text == final.text
     assert all(_storable(m.text) for m in stored)
+
+
+def test_a_direct_graph_run_that_checkpoints_every_step_stores_the_input_too(memory_url: str) -> None:
+    # LangGraph Studio and plain `graph.invoke` checkpoint the input before process_input cleans it.
+    from naila_graph.graph import turn_config, turn_input
+
+    model = GenericFakeChatModel(messages=itertools.cycle([AIMessage("Hello there.")]))
+    with open_checkpointer(memory_url) as saver:
+        result = build_graph(model, saver).invoke(
+            turn_input("hi\u0000there", device_id="robot_d"), turn_config("robot_d")
+        )
+        stored = conversation_messages(saver, "robot_d")
+    assert result["response_source"] == "llm" and _storable(result["raw_text"])
+    assert [m.type for m in stored] == ["human", "ai"] and stored[0].text == "hithere"
