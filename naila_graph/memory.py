@@ -36,13 +36,15 @@ class MemoryUnavailableError(RuntimeError):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How hard memory tries: ``connect_attempts`` at startup (delays doubling from ``first_delay`` up to
-    ``max_delay``), and for how long (``operation_seconds``) a failing checkpoint read or write is retried."""
+    """How hard memory tries: ``connect_attempts`` at startup (pauses doubling from ``first_delay`` up to
+    ``max_delay``), and for how long a failing checkpoint write (``write_seconds``) or read
+    (``read_seconds``) is retried."""
 
     connect_attempts: int = 6  # pauses 0 + 1 + 2 + 4 + 8 s: a Postgres that starts with the server is waited for
     first_delay: float = 1.0
     max_delay: float = 8.0
-    operation_seconds: float = 30.0  # outlasts a Postgres restart; a turn's write is lost only after this
+    write_seconds: float = 30.0  # outlasts a Postgres restart; a turn's write is lost only after this
+    read_seconds: float = 5.0  # a turn's first read holds up its answer: a dropped connection, not an outage
 
     def delay(self, attempt: int) -> float:
         """The pause after failed attempt ``attempt`` (1-based): none after the first (a dropped connection
@@ -51,7 +53,7 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
-NO_RETRY = RetryPolicy(connect_attempts=1, operation_seconds=0.0)  # interactive commands: fail at once
+NO_RETRY = RetryPolicy(connect_attempts=1, write_seconds=0.0, read_seconds=0.0)  # interactive: fail at once
 
 
 @dataclass

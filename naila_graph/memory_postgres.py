@@ -111,21 +111,21 @@ def _pool_options(url: str) -> dict[str, Any]:
 
 
 class Retrying:
-    """Retries a database call that failed for a transient reason for ``retry.operation_seconds`` (first at
-    once, then with backoff), keeping ``health`` up to date; then raises :class:`MemoryUnavailableError`."""
+    """Retries a database call that failed for a transient reason for a bounded time (first at once, then
+    with backoff), keeping ``health`` up to date; then raises :class:`MemoryUnavailableError`."""
 
     def __init__(self, url: str, health: MemoryHealth, retry: RetryPolicy) -> None:
         self.url = url
         self.health = health
         self.retry = retry
 
-    def failed(self, what: str, exc: BaseException, attempt: int, started: float) -> float:
+    def failed(self, what: str, exc: BaseException, attempt: int, started: float, budget: float) -> float:
         """Record a failure; the pause before the next try, or raise when the budget is spent."""
         reason = describe(exc, self.url)
         self.health.record_error(reason)
         delay = self.retry.delay(attempt)
         elapsed = time.monotonic() - started
-        if elapsed + delay > self.retry.operation_seconds:
+        if elapsed + delay > budget:
             self.health.failures += 1
             raise MemoryUnavailableError(
                 f"could not {what} in the memory database {SETTING}={masked_url(self.url)}"
@@ -135,7 +135,8 @@ class Retrying:
         logger.warning("memory: could not %s: %s Try %d in %.1f s", what, reason, attempt + 1, delay)
         return delay
 
-    async def run(self, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def run(self, what: str, call: Callable[[], Awaitable[T]], budget: float) -> T:
+        """``call()``, retried for ``budget`` seconds."""
         started = time.monotonic()
         attempt = 0
         while True:
@@ -143,7 +144,7 @@ class Retrying:
             try:
                 result = await call()
             except TRANSIENT as exc:
-                await asyncio.sleep(self.failed(what, exc, attempt, started))
+                await asyncio.sleep(self.failed(what, exc, attempt, started, budget))
             else:
                 self.health.record_ok()
                 return result
@@ -165,18 +166,23 @@ class ResilientAsyncPostgresSaver(AsyncPostgresSaver):
 
     async def aget_tuple(self, config: Any) -> Any:
         get = super().aget_tuple
-        return await self.retrying.run(f"read the conversation {_thread(config)}", lambda: get(config))
+        what = f"read the conversation {_thread(config)}"
+        return await self.retrying.run(what, lambda: get(config), self.retrying.retry.read_seconds)
 
     async def aput(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
         put = super().aput
         return await self.retrying.run(
-            f"store the conversation {_thread(config)}", lambda: put(config, checkpoint, metadata, new_versions)
+            f"store the conversation {_thread(config)}",
+            lambda: put(config, checkpoint, metadata, new_versions),
+            self.retrying.retry.write_seconds,
         )
 
     async def aput_writes(self, config: Any, writes: Any, task_id: str, task_path: str = "") -> None:
         put_writes = super().aput_writes
         await self.retrying.run(
-            f"store the pending writes of {_thread(config)}", lambda: put_writes(config, writes, task_id, task_path)
+            f"store the pending writes of {_thread(config)}",
+            lambda: put_writes(config, writes, task_id, task_path),
+            self.retrying.retry.write_seconds,
         )
 
     async def aprobe(self) -> None:

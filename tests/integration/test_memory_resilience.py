@@ -30,6 +30,7 @@ from naila_graph.memory import (
     RetryPolicy,
     acheck_memory,
     conversation_messages,
+    masked_url,
     open_async_checkpointer,
     open_checkpointer,
 )
@@ -97,6 +98,21 @@ async def test_a_wrong_url_names_the_setting_masks_the_password_and_says_what_to
     assert "s3cret" not in message + caplog.text
     assert "attempt 1 of 2" in caplog.text  # the retry is logged, naming the setting too
     assert "NAILA_MEMORY_URL=postgresql://naila:***@" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://naila:s3cret@db:5432/naila", "postgresql://naila:***@db:5432/naila"),
+        (
+            "postgresql://naila@db/naila?password=s3cret&sslmode=require",
+            "postgresql://naila@db/naila?password=***&sslmode=require",
+        ),
+        ("postgresql://db/naila", "postgresql://db/naila"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
 
 
 def test_a_wrong_url_of_the_synchronous_checkpointer_names_the_setting_too() -> None:
@@ -209,8 +225,9 @@ async def test_a_write_during_an_outage_is_retried_and_the_turn_is_stored(
 @pytest.mark.slow
 async def test_memory_unreachable_past_the_retry_budget_fails_the_turn_naming_the_setting(pg_url: str) -> None:  # noqa: F811
     health = MemoryHealth()
+    impatient = RetryPolicy(write_seconds=1.0, read_seconds=1.0)
     try:
-        async with open_async_checkpointer(pg_url, health=health, retry=RetryPolicy(operation_seconds=1.0)) as saver:
+        async with open_async_checkpointer(pg_url, health=health, retry=impatient) as saver:
             graph = build_graph(fake("Hello!"), saver)
             allow_connections(pg_url, False)
             with pytest.raises(MemoryUnavailableError, match="NAILA_MEMORY_URL=postgresql://"):
@@ -234,12 +251,6 @@ async def test_the_health_probe_sees_an_outage_and_its_end_without_a_turn(pg_url
             while (await acheck_memory(saver)).degraded:
                 assert time.monotonic() < deadline, "the probe never saw the database back"
                 await asyncio.sleep(0.2)
-            assert health.as_dict() | {"retries": 0} == {
-                "degraded": False,
-                "last_error": health.last_error,
-                "degraded_seconds": 0.0,
-                "retries": 0,
-                "failures": 0,
-            }
+            assert health.as_dict()["degraded"] is False and health.as_dict()["degraded_seconds"] == 0.0
     finally:
         allow_connections(pg_url, True)
