@@ -23,7 +23,7 @@ from naila_graph import protocol as p
 from naila_graph import telemetry
 from naila_graph.brain import loaded_model, prime_prompt_cache
 from naila_graph.graph import build_graph, make_generator
-from naila_graph.memory import open_async_checkpointer
+from naila_graph.memory import MemoryHealth, acheck_memory, masked_url, open_async_checkpointer
 from naila_graph.mqtt_link import MqttLink
 from naila_graph.replies import TurnPublisher, request_log
 from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, RecentIds
@@ -67,6 +67,8 @@ class NailaServer:
         self._clock = clock
         self._workers_count = workers
         self.stats = ServerStats()
+        self.memory_health = MemoryHealth()
+        self._saver: Any = None
         self.model = ModelStatus(chat_model)
         self.startup_phases: dict[str, float] = {}
         self.link: MqttLink | None = None
@@ -122,7 +124,7 @@ class NailaServer:
                 self.mqtt.broker_port,
                 self.mqtt.protocol,
                 self.mqtt.client_id,
-                self.settings.resolved_memory_url().split("@")[-1],
+                masked_url(self.settings.resolved_memory_url()),
                 self.settings.queue_limit,
             )
         async with self._phase("load AI models"):
@@ -130,7 +132,10 @@ class NailaServer:
                 self.chat_model = self._model_factory() if self._model_factory is not None else None
             self.chat_model = await stack.enter_async_context(loaded_model(self.chat_model, self.model))
         async with self._phase("build graph and memory"):
-            saver = await stack.enter_async_context(open_async_checkpointer(self.settings.resolved_memory_url()))
+            saver = await stack.enter_async_context(
+                open_async_checkpointer(self.settings.resolved_memory_url(), health=self.memory_health)
+            )
+            self._saver = saver
             model = self.chat_model if self.degraded_reason is None else None
             generator = make_generator(model, self.settings, clock=self._clock, degraded_reason=self.degraded_reason)
             graph = build_graph(
@@ -190,6 +195,10 @@ class NailaServer:
     async def _health_monitor(self) -> AsyncIterator[None]:
         async def loop() -> None:
             while True:
+                try:
+                    await acheck_memory(self._saver)  # an outage (and its end) is seen without a turn
+                except Exception as exc:  # the probe records the outage; the report still goes out
+                    logger.debug("memory probe: %s", exc)
                 await self.publish(p.HEALTH_TOPIC, self.health_payload())
                 await asyncio.sleep(self.settings.health_interval_seconds)
 
@@ -262,6 +271,7 @@ class NailaServer:
         return telemetry.health_payload(
             self.stats,
             self.model,
+            memory=self.memory_health.as_dict(),
             connected=self.connected,
             queue_depth=self._scheduler.depth,
             in_progress=len(self._running),

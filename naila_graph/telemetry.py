@@ -115,13 +115,22 @@ def cache_stats(model: Any) -> dict[str, Any] | None:
 
 
 def health_payload(
-    stats: ServerStats, model: ModelStatus, *, connected: bool, queue_depth: int, in_progress: int
+    stats: ServerStats,
+    model: ModelStatus,
+    *,
+    connected: bool,
+    queue_depth: int,
+    in_progress: int,
+    memory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """``memory``: the memory database's health (``MemoryHealth.as_dict()``); degraded memory makes the
+    system degraded too."""
+    memory = memory or {"degraded": False}
     return {
         "timestamp": p.utc_timestamp(),
         "system": {
             "uptime_seconds": stats.uptime_seconds,
-            "status": "degraded" if model.degraded_reason else "healthy",
+            "status": "degraded" if model.degraded_reason or memory.get("degraded") else "healthy",
             "memory_usage_mb": round(rss_mb(), 1),
         },
         "mqtt_service": {
@@ -129,6 +138,7 @@ def health_payload(
             "message_count": stats.messages_in + stats.messages_out,
             "error_count": stats.errors,
         },
+        "memory_service": memory,
         "ai_services": {
             "llm": {
                 "status": model.status,
