@@ -8,18 +8,14 @@ when it cannot be reached the tests skip and say so.
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from psycopg import sql
 
 from llm import ChatLlamaCpp
 from naila_graph.graph import build_graph, turn_config, turn_input
@@ -32,25 +28,16 @@ from naila_graph.memory import (
     open_checkpointer,
     prune_thread,
 )
+from tests.support.postgres import fresh_database
 
-SERVER_URL = os.environ.get("NAILA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 FIXED_NOW = datetime(2026, 11, 25, 15, 42)
 
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """``postgresql://…/naila_test_<random>``: a new, empty database, dropped after the test."""
-    try:
-        admin = psycopg.connect(SERVER_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL server unreachable at {SERVER_URL}: {exc}")
-    name = f"naila_test_{uuid.uuid4().hex[:16]}"
-    try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield urlsplit(SERVER_URL)._replace(path=f"/{name}").geturl()
-    finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
+    with fresh_database() as url:
+        yield url
 
 
 def tiny_chat(path: str) -> ChatLlamaCpp:

@@ -34,7 +34,8 @@ from naila_graph.memory import (
     open_async_checkpointer,
     open_checkpointer,
 )
-from tests.integration.test_memory_postgres import SERVER_URL, aturn, fake, pairs, pg_url, turn  # noqa: F401
+from tests.integration.test_memory_postgres import aturn, fake, pairs, pg_url, turn  # noqa: F401
+from tests.support.postgres import SERVER_URL
 
 WRONG_URL = "postgresql://naila:s3cret@127.0.0.1:1/naila"  # nothing listens on port 1
 FAST = RetryPolicy(connect_attempts=2, first_delay=0.05, max_delay=0.05)

@@ -9,23 +9,18 @@ a database created for each test and dropped afterwards; when it cannot be reach
 from __future__ import annotations
 
 import itertools
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit
 
-import psycopg
 import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
-from psycopg import sql
 
 from naila_graph.graph import build_graph
 from naila_graph.memory import conversation_messages, open_async_checkpointer, open_checkpointer
 from naila_graph.turn import Failed, Final, Sentence, TurnEvent, TurnRequest, TurnRunner, consume
+from tests.support.postgres import fresh_database
 
-SERVER_URL = os.environ.get("NAILA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MODEL_ANSWER = "Hello\x00 there. Nice to\x00 meet you\ud800!"
 CONFIDENCE_FLOOR = 0.5  # NailaSettings' default: 0.1 takes the low-confidence path, 0.9 the model's
 
@@ -36,17 +31,8 @@ def memory_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'memory.sqlite'}"
         return
-    try:
-        admin = psycopg.connect(SERVER_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL server unreachable at {SERVER_URL}: {exc}")
-    name = f"naila_test_{uuid.uuid4().hex[:16]}"
-    try:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        yield urlsplit(SERVER_URL)._replace(path=f"/{name}").geturl()
-    finally:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.close()
+    with fresh_database() as url:
+        yield url
 
 
 async def _turn(url: str, text: str, confidence: float) -> list[TurnEvent]:
