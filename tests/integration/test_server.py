@@ -601,8 +601,12 @@ async def test_answer_rejected_after_streaming_began_is_replaced(mosquitto: Any,
 
 async def test_health_shows_the_prompt_state_cache(mosquitto: Any, tmp_path: Path, tiny_model: str) -> None:
     async with robot(mosquitto.host, mosquitto.port) as bot, running(mosquitto, tmp_path, _model(tiny_model)) as srv:
+        # Each next request waits for the previous turn's prefill: otherwise a's prefill may run after b's
+        # turn and leave a's prefix in the live context (a live hit, not a restored state).
         await bot.answer(await bot.task("cache_a", "hello there"))
+        await bot.wait_for(lambda: srv.stats.prefills >= 1, what="a's next turn prefilled")
         await bot.answer(await bot.task("cache_b", "good morning"))
+        await bot.wait_for(lambda: srv.stats.prefills >= 2, what="b's next turn prefilled")
         await bot.answer(await bot.task("cache_a", "tell me more"))  # device a returns after b spoke
         cache = srv.health_payload()["ai_services"]["llm"]["prompt_state_cache"]
     assert cache["entries"] >= 2 and 0 < cache["bytes"] <= cache["budget_bytes"]
