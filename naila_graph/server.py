@@ -146,9 +146,7 @@ class NailaServer:
                 degraded_reason=self.degraded_reason,
                 generator=generator,
             )
-            self.turns = TurnRunner(
-                graph, saver=saver, model=model, generator=generator, busy=self._busy, stats=self.stats
-            )
+            self.turns = TurnRunner(graph, saver=saver, generator=generator, busy=self._busy, stats=self.stats)
             stack.push_async_callback(self.turns.aclose)
         async with self._phase("connect MQTT and subscribe"):
             self.link = await stack.enter_async_context(

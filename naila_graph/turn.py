@@ -27,7 +27,6 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk
 from langchain_core.runnables import RunnableConfig
 
-from llm.capabilities import LocalModel
 from llm.errors import GenerationCancelledError
 from naila_graph.graph import turn_config, turn_input
 from naila_graph.memory import aprune_thread, prune_thread
@@ -303,7 +302,6 @@ class TurnRunner:
         graph: Any,
         *,
         saver: Any = None,
-        model: Any = None,
         generator: ResponseGenerator | None = None,
         busy: Callable[[], bool] = lambda: False,
         prefill: bool = True,
@@ -311,10 +309,10 @@ class TurnRunner:
     ) -> None:
         self.graph = graph
         self.saver = saver
-        self.model = model if isinstance(model, LocalModel) else None
         self.generator = generator
+        self.model = generator.local_model if generator is not None else None  # None in degraded mode
         self.busy = busy
-        self.prefill = prefill and self.model is not None and generator is not None
+        self.prefill = prefill and self.model is not None
         self.stats = stats if stats is not None else PrefillStats()
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -323,8 +321,7 @@ class TurnRunner:
 
     def run_sync(self, request: TurnRequest) -> list[TurnEvent]:
         """All events of one turn, for synchronous callers; old checkpoints are pruned at once."""
-        events = list(self.start(request).events_sync())
-        return events
+        return list(self.start(request).events_sync())
 
     def after_turn(self, request: TurnRequest, state: dict[str, Any]) -> None:
         try:

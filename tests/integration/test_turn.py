@@ -187,7 +187,7 @@ async def test_streamed_turns_keep_at_most_two_prompt_states_per_conversation(tm
         return None
 
     async with open_async_checkpointer(f"sqlite:///{tmp_path / 'memory.sqlite'}") as saver:
-        runner = TurnRunner(build_graph(model, saver), saver=saver, model=model)
+        runner = TurnRunner(build_graph(model, saver), saver=saver)
         for i in range(24):
             device = devices[i % len(devices)]
             request = _request(f"turn {i}: tell me something", device, task_id=f"task-{i}")
