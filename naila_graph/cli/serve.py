@@ -1,11 +1,21 @@
-"""``naila serve``: the MQTT AI server until SIGINT/SIGTERM."""
+"""``naila serve``: the MQTT AI server until SIGINT/SIGTERM.
+
+A restarted server keeps robots waiting (issue 12, defect 8), so the model's weights start loading in a
+thread as soon as the model is built, and the rest of the server's code is imported while they load
+(llama.cpp releases the GIL while it reads and prepares them). The server's own load then finds them
+loaded, or waits for the load under way (``ChatLlamaCpp.load`` is idempotent and locked); a load that
+fails is left to the server's load, which fails the same way and goes to degraded mode as before.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from naila_graph.cli.errors import AddCommon, check_port
@@ -44,16 +54,40 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.info("embedded MQTT 3.1.1 broker listening on 127.0.0.1:%d", broker.port)
     mqtt = mqtt.model_copy(update=updates)
     try:
-        return asyncio.run(_serve(settings, mqtt))
+        with _loading_model() as model:
+            return asyncio.run(_serve(settings, mqtt, model))
     finally:
         if broker is not None:
             broker.stop()
 
 
-async def _serve(settings: Any, mqtt: Any) -> int:
+@contextlib.contextmanager
+def _loading_model() -> Iterator[Any]:
+    """The chat model of the ``LLM_*`` settings (the one the server would build), its weights loading in a
+    thread while the caller goes on; on the way out the load has ended and the weights are freed (the
+    server frees them itself once it has taken the model, this covers a start that failed before)."""
+    from llm import load_chat_model
+
+    model = load_chat_model()
+    thread = threading.Thread(target=_preload, args=(model,), name="model preload", daemon=True)
+    thread.start()
+    try:
+        yield model
+    finally:
+        thread.join()
+        if model.is_loaded:
+            model.unload()
+
+
+def _preload(model: Any) -> None:
+    with contextlib.suppress(Exception):  # the server's own load raises it again and reports it
+        model.load()
+
+
+async def _serve(settings: Any, mqtt: Any, chat_model: Any = None) -> int:
     from naila_graph.server import NailaServer
 
-    server = NailaServer(settings, mqtt)
+    server = NailaServer(settings, mqtt, chat_model=chat_model)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, server.request_stop, signal.Signals(sig).name)
