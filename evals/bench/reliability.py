@@ -25,7 +25,7 @@ any reply, or the scenario's time limit), duplicated when more than one final ca
 when a device's answers arrive in another order than its requests were sent.
 
 The fault scenarios use closed-loop robots (the next request once the last is settled or after a patience
-of 10 s, as a robot's own timeout), so the queue holds requests when the fault hits without overflowing.
+of 30 s, as a robot's own timeout), so the queue holds requests when the fault hits without overflowing.
 
     python -m evals.bench.reliability [--model NAME|PATH] [--robots N] [--requests N] [--outage-s S]
                                       [--max-tokens N] [--quick] [--scenarios burst,broker,kill9,...]
@@ -88,7 +88,7 @@ STREAM_TOPIC = "naila/ai/responses/text/+/stream"
 SETTLED_QUIET_S = 2.0  # every request settled: this long without a reply closes the window (duplicates)
 QUIET_S = 8.0  # requests still open: this long without any reply closes the window (they are lost)
 SCENARIO_LIMIT_S = 900.0  # a scenario never collects longer than this
-PATIENCE_S = 10.0  # a closed-loop robot sends its next request after this long without a reply
+PATIENCE_S = 30.0  # a closed-loop robot sends its next request after this long without a reply (its own timeout)
 READY_TIMEOUT_S = 180.0
 QUESTIONS = [
     "Tell me something nice about the sea.",
@@ -141,6 +141,7 @@ class Tally:
     order_violations: int = 0
     unmatched: int = 0  # final messages for no request we sent
     bad_answered: int = 0  # bad payloads answered as if valid
+    identical_copies: int = 0  # duplicated requests whose finals are byte-for-byte one message (QoS 1 resends)
     stream_mismatches: int = 0  # answers whose joined stream differs from the final text, without `replaced`
     error_codes: Counter[str] = field(default_factory=Counter)
     unanswered_devices: int = 0  # devices that sent requests and got no answer at all (fairness)
@@ -218,6 +219,8 @@ def tally(sent: Sequence[Sent], log: Sequence[Received]) -> Tally:
             continue
         if len(replies) > 1:
             result.duplicated += 1
+            copies = {json.dumps(log[at].payload, sort_keys=True) for at, _ in replies}
+            result.identical_copies += len(copies) == 1
         position, kind = replies[0]
         if kind == "answer":
             result.answered += 1
@@ -965,6 +968,8 @@ def row(name: str, outcome: Outcome) -> tuple[str, ...]:
     notes = list(outcome.notes)
     if t.error_codes:
         notes.append("errors: " + ", ".join(f"{code} {n}" for code, n in t.error_codes.most_common()))
+    if t.duplicated:
+        notes.append(f"duplicates: {t.identical_copies} of {t.duplicated} identical copies of one message")
     if t.unanswered_devices:
         notes.append(f"{t.unanswered_devices} device(s) got no answer at all")
     if t.bad_answered and name != "malformed":
