@@ -181,6 +181,10 @@ async def _wait(event: asyncio.Event, proc: subprocess.Popen[bytes], within: flo
             await asyncio.wait_for(event.wait(), timeout=0.2)
 
 
+def _ignore(*_message: Any) -> None:
+    """Nothing is meant to arrive while the session is being created; whatever does is left alone."""
+
+
 async def _create_server_session(port: int, protocol: MqttProtocol, client_id: str) -> None:
     """The server's persistent session, as a server that ran before leaves it: a task published while the
     launched server is still starting waits in it."""
@@ -188,7 +192,7 @@ async def _create_server_session(port: int, protocol: MqttProtocol, client_id: s
     from naila_graph.settings import MQTTSettings
 
     settings = MQTTSettings(broker_host="127.0.0.1", broker_port=port, protocol=protocol, client_id=client_id)
-    async with MqttLink(settings, p.INPUT_TOPICS, lambda _t, _p, _r: None) as link:
+    async with MqttLink(settings, p.INPUT_TOPICS, _ignore) as link:
         await asyncio.wait_for(link.connected.wait(), timeout=30)
 
 

@@ -4,6 +4,7 @@ the command line stays light to import, and a model that cannot load still gives
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -103,5 +104,7 @@ def _launch_and_read_startup(tmp_path: Path, port: int, model_path: str) -> cold
                 return await coldstart._launch_once(client, watcher, env, tmp_path, send_at_launch=True)
             finally:
                 reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await reader
 
     return asyncio.run(run())
