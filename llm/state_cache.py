@@ -142,6 +142,14 @@ class PromptStateCache:
                 self._misses += 1
                 self._remove(entry)
 
+    def exact(self, tokens: npt.NDArray[np.int32]) -> SavedState | None:
+        """The stored state of exactly ``tokens`` (no statistics are counted: not a lookup for a prompt)."""
+        with self._lock:
+            for entry in self._entries.values():
+                if len(entry.tokens) == len(tokens) and common_prefix(entry.tokens, tokens) == len(tokens):
+                    return entry
+        return None
+
     # ------------------------------------------------------------------ storing
 
     def reserve(self, tokens: npt.NDArray[np.int32], nbytes: int) -> bool:

@@ -119,7 +119,16 @@ async def prime_prompt_cache(
     started = time.perf_counter()
     try:
         if model.state_cache_stats.budget_bytes > 0:
+            restored = await _persona_state_on_disk(model, persona, save=False)
+            if restored:
+                logger.info(
+                    "primed the prompt cache from disk: %d persona tokens in %.0f ms",
+                    restored,
+                    (time.perf_counter() - started) * 1000,
+                )
+                return restored
             evaluated = await model.aprefill([persona], should_stop=should_stop, next_role="human")
+            await _persona_state_on_disk(model, persona, save=True)  # when priming ran to the end
         else:  # no saved states: the live context keeps what one short call evaluated
             await model.ainvoke([persona, HumanMessage("Hi")], max_tokens=1)  # type: ignore[attr-defined]
             evaluated = len(model.prompt_tokens([persona, HumanMessage("Hi")]))
@@ -130,3 +139,25 @@ async def prime_prompt_cache(
         "primed the prompt cache: %d persona tokens in %.0f ms", evaluated, (time.perf_counter() - started) * 1000
     )
     return evaluated
+
+
+async def _persona_state_on_disk(model: Any, persona: Any, *, save: bool) -> int:
+    """Restore (or after priming, save) the persona's prompt state on disk (:mod:`llm.disk_states`): a
+    restarted server then starts with it. Only our llama.cpp model has one; 0 for any other."""
+    session = getattr(model, "_session", None)
+    from llm.llama_session import LlamaSession
+
+    if not isinstance(session, LlamaSession):
+        return 0
+    from llm.chat_template import to_chat_dicts
+    from llm.disk_states import restore_from_disk, save_to_disk
+
+    chats = to_chat_dicts([persona])
+    try:
+        if save:
+            await asyncio.to_thread(save_to_disk, session, chats, "user")
+            return 0
+        return await asyncio.to_thread(restore_from_disk, session, chats, "user")
+    except Exception as exc:  # an optimisation: the persona is evaluated as before
+        logger.warning("the persona state on disk could not be used: %s", exc)
+        return 0

@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from naila_graph.cli.errors import AddCommon, check_port
@@ -54,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.info("embedded MQTT 3.1.1 broker listening on 127.0.0.1:%d", broker.port)
     mqtt = mqtt.model_copy(update=updates)
     try:
-        with _loading_model() as model:
+        with _loading_model(settings.system_prompt_file) as model:
             return asyncio.run(_serve(settings, mqtt, model))
     finally:
         if broker is not None:
@@ -62,14 +63,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _loading_model() -> Iterator[Any]:
+def _loading_model(persona_file: Path | None) -> Iterator[Any]:
     """The chat model of the ``LLM_*`` settings (the one the server would build), its weights loading in a
-    thread while the caller goes on; on the way out the load has ended and the weights are freed (the
-    server frees them itself once it has taken the model, this covers a start that failed before)."""
+    thread while the caller goes on, then the persona's prompt state put back from disk when an earlier
+    run left it there (:mod:`llm.disk_states`); on the way out the thread has ended and the weights are
+    freed (the server frees them itself once it has taken the model, this covers a start that failed)."""
     from llm import load_chat_model
+    from llm.disk_states import restore_from_disk  # noqa: F401  (imported here, not in the thread, which
+    from prompts.persona import load_persona  # noqa: F401  runs while this thread imports the server)
 
     model = load_chat_model()
-    thread = threading.Thread(target=_preload, args=(model,), name="model preload", daemon=True)
+    thread = threading.Thread(target=_preload, args=(model, persona_file), name="model preload", daemon=True)
     thread.start()
     try:
         yield model
@@ -79,9 +83,24 @@ def _loading_model() -> Iterator[Any]:
             model.unload()
 
 
-def _preload(model: Any) -> None:
-    with contextlib.suppress(Exception):  # the server's own load raises it again and reports it
+def _preload(model: Any, persona_file: Path | None) -> None:
+    try:
         model.load()
+    except Exception:  # the server's own load raises it again and reports it
+        return
+    try:  # before the server starts, so the first request finds the persona evaluated
+        from langchain_core.messages import SystemMessage
+
+        from llm.chat_template import to_chat_dicts
+        from llm.disk_states import restore_from_disk
+        from prompts.persona import load_persona
+
+        chats = to_chat_dicts([SystemMessage(load_persona(persona_file))])
+        restored = restore_from_disk(model._session, chats, "user")
+        if restored:
+            logger.info("restored the persona's prompt state from disk: %d tokens", restored)
+    except Exception as exc:  # an optimisation: priming evaluates the persona as before
+        logger.warning("the persona state on disk could not be used: %s", exc)
 
 
 async def _serve(settings: Any, mqtt: Any, chat_model: Any = None) -> int:
