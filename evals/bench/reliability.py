@@ -129,6 +129,7 @@ class Received:
     payload: dict[str, Any] | None
     at: float
     retained: bool = False
+    dup: bool = False  # the broker resent it to the collector (its PUBACK was lost, e.g. the broker stopped)
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Tally:
     order_violations: int = 0
     unmatched: int = 0  # final messages for no request we sent
     bad_answered: int = 0  # bad payloads answered as if valid
+    resent_to_us: int = 0  # finals the broker delivered twice to the collector (flagged dup), counted once
     identical_copies: int = 0  # duplicated requests whose finals are byte-for-byte one message (QoS 1 resends)
     stream_mismatches: int = 0  # answers whose joined stream differs from the final text, without `replaced`
     error_codes: Counter[str] = field(default_factory=Counter)
@@ -205,6 +207,9 @@ def tally(sent: Sequence[Sent], log: Sequence[Received]) -> Tally:
             index = waiting[0] if waiting else untracked[device][-1]
         if index is None:
             result.unmatched += 1
+            continue
+        if message.dup and any(log[at].payload == message.payload for at, _ in finals[index]):
+            result.resent_to_us += 1  # the broker's QoS 1 resend of a message we had: not the server's doing
             continue
         finals[index].append((position, kind))
     answered_at: dict[str, list[int]] = {}
@@ -335,6 +340,22 @@ class Broker:
         self.process = None
 
 
+def _watch_resends(client: Any) -> set[int]:
+    """The packet ids of messages the broker flags as resent to us (paho's ``dup``, which aiomqtt's Message
+    leaves out; reached as naila_graph.mqtt_link does)."""
+    paho = client._client
+    resent: set[int] = set()
+    forward = paho.on_message
+
+    def on_message(paho_client: Any, userdata: Any, message: Any) -> None:
+        if message.dup:
+            resent.add(message.mid)
+        forward(paho_client, userdata, message)
+
+    paho.on_message = on_message
+    return resent
+
+
 class Collector:
     """Records every message the server publishes (persistent session, reconnects every 50 ms)."""
 
@@ -355,28 +376,32 @@ class Collector:
 
         while True:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     "127.0.0.1",
                     self.port,
                     identifier=self.identifier,
                     clean_session=False,
                     protocol=aiomqtt.ProtocolVersion.V311,
                     max_queued_incoming_messages=0,
-                ) as client:
+                )
+                resent = _watch_resends(client)
+                async with client:
                     await client.subscribe([(topic, 1) for topic in self.TOPICS])
                     self.connected.set()
                     async for message in client.messages:
-                        self._record(str(message.topic), message.payload, bool(message.retain))
+                        dup = message.mid in resent
+                        resent.discard(message.mid)
+                        self._record(str(message.topic), message.payload, bool(message.retain), dup)
             except aiomqtt.MqttError:
                 self.connected.clear()
                 await asyncio.sleep(0.05)
 
-    def _record(self, topic: str, raw: Any, retained: bool) -> None:
+    def _record(self, topic: str, raw: Any, retained: bool, dup: bool = False) -> None:
         try:
             payload = json.loads(raw) if isinstance(raw, bytes | bytearray | str) else None
         except ValueError:
             payload = None
-        message = Received(topic, payload if isinstance(payload, dict) else None, time.monotonic(), retained)
+        message = Received(topic, payload if isinstance(payload, dict) else None, time.monotonic(), retained, dup)
         self.log.append(message)
         if topic.startswith(self.REPLY_TOPICS) or topic.endswith(STREAM_SUFFIX):
             self.last_reply = message.at
@@ -773,7 +798,7 @@ def stored_turns(env: dict[str, str], memory_url: str) -> str:
         text=True,
         timeout=120,
         check=False,
-        cwd=env["NAILA_DATA_DIR"],
+        cwd=Path(env["NAILA_DATA_DIR"]).parent,  # the scenario's directory: no .env of a checkout
     )
     if result.returncode != 0:
         return f"unknown (naila memory list: exit {result.returncode}: {result.stderr.strip()[-200:]})"
@@ -970,6 +995,8 @@ def row(name: str, outcome: Outcome) -> tuple[str, ...]:
         notes.append("errors: " + ", ".join(f"{code} {n}" for code, n in t.error_codes.most_common()))
     if t.duplicated:
         notes.append(f"duplicates: {t.identical_copies} of {t.duplicated} identical copies of one message")
+    if t.resent_to_us:
+        notes.append(f"{t.resent_to_us} broker resend(s) of a final to the collector (MQTT dup flag) counted once")
     if t.unanswered_devices:
         notes.append(f"{t.unanswered_devices} device(s) got no answer at all")
     if t.bad_answered and name != "malformed":

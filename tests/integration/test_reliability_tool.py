@@ -7,6 +7,7 @@ No figure of the run is asserted beyond what the counting guarantees: the table 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import subprocess
 import sys
@@ -51,6 +52,18 @@ def test_a_second_final_message_is_a_duplicate_and_the_first_one_decides() -> No
     assert (t.answered, t.refused, t.lost, t.duplicated) == (1, 1, 0, 2)
     assert t.identical_copies == 1  # a2's two answers are one message sent twice; a1's differ
     assert t.sent == t.answered + t.refused + t.lost
+
+
+def test_a_broker_resend_to_the_collector_is_counted_once_but_a_second_publish_is_a_duplicate() -> None:
+    first = answer("a", "a1")
+    resent = dataclasses.replace(first, dup=True)
+    t = tally([Sent("a", "a1")], [first, resent])
+    assert (t.answered, t.duplicated, t.resent_to_us) == (1, 0, 1)
+    other = dataclasses.replace(answer("a", "a1", "Another text."), dup=True)  # flagged, but another message
+    t = tally([Sent("a", "a1")], [first, other])
+    assert (t.duplicated, t.resent_to_us) == (1, 0)
+    t = tally([Sent("a", "a1")], [first, first])  # the server published the same message twice
+    assert (t.duplicated, t.identical_copies, t.resent_to_us) == (1, 1, 0)
 
 
 def test_answers_out_of_the_order_sent_are_order_violations_per_device() -> None:
