@@ -28,7 +28,10 @@ class HardwareInfo:
 
     @property
     def default_threads(self) -> int:
-        """Generation is memory-bound: one thread per physical core is llama.cpp's own advice."""
+        """Generation is memory-bound: one thread per physical core is llama.cpp's own advice. It holds
+        under contention too: with the PASSIVE wait policy (:func:`cpu_runtime_defaults`) two threads
+        with another process busy are as fast as one, and faster when the CPU is free (PERFORMANCE.md
+        part 7), so a core is not left idle for speech-to-text in advance."""
         usable = _usable_cpus()
         return max(1, min(self.physical_cores, usable))
 
@@ -45,6 +48,39 @@ class HardwareInfo:
     def default_gpu_layers(self) -> int:
         """All layers when llama.cpp was built with a GPU backend, none otherwise."""
         return -1 if self.gpu_offload else 0
+
+
+OPENMP_WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+# How llama.cpp's threads wait for each other (libgomp, which it computes with, reads these when it loads).
+# libgomp's own default spins 300,000 times at every barrier before sleeping: on a quiet machine that is
+# fastest, but when another process (speech-to-text, text-to-speech) holds a core, the spinning thread
+# burns the time slice the thread it waits for needs, and generation fell ~100x (issue #12). PASSIVE
+# (sleep at once) never collapsed and costs ~19 % of generation speed on a quiet machine; measured in
+# docs/PERFORMANCE.md, part 7 (evals/bench/contention.py).
+_OPENMP_DEFAULTS: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def cpu_runtime_defaults() -> dict[str, str]:
+    """The OpenMP wait settings NAILA sets for llama.cpp when the user set neither of
+    :data:`OPENMP_WAIT_VARIABLES` (see :func:`apply_cpu_runtime_defaults`)."""
+    return dict(_OPENMP_DEFAULTS)
+
+
+def apply_cpu_runtime_defaults() -> dict[str, str]:
+    """Put :func:`cpu_runtime_defaults` in the environment unless the user set ``OMP_WAIT_POLICY`` or
+    ``GOMP_SPINCOUNT`` (either one is a choice of how to wait; ours must not half-override it). Returns
+    what it set. It only takes effect before llama_cpp (and with it libgomp) loads: this module runs it
+    on import, and every import of llama_cpp in :mod:`llm` comes after importing this module."""
+    if any(name in os.environ for name in OPENMP_WAIT_VARIABLES):
+        return {}
+    if "llama_cpp" in sys.modules:
+        logger.debug("llama_cpp was imported before llm: its OpenMP wait policy stays the library's default")
+    for name, value in _OPENMP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    return cpu_runtime_defaults()
+
+
+apply_cpu_runtime_defaults()
 
 
 def _usable_cpus() -> int:

@@ -27,7 +27,7 @@ from llm.chat_template import ChatTemplate
 from llm.errors import ContextOverflowError, ModelLoadError, QueueTimeoutError
 from llm.gate import FairGate
 from llm.generation import Done, GenerationParams, run_in_own_thread, stage_check, stream_answer
-from llm.hardware import safe_model_params
+from llm.hardware import apply_cpu_runtime_defaults, safe_model_params
 from llm.load_options import LoadOptions, check_gguf
 from llm.state_cache import PromptStateCache, SavedState, as_tokens, common_prefix
 
@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from llama_cpp import Llama
 
 __all__ = ["LlamaSession", "model_params_override", "open_raw_llama"]
+
+# Before any import of llama_cpp below: libgomp takes its wait policy from the environment when it loads
+# (llm.hardware.apply_cpu_runtime_defaults says why; importing llm.hardware already did this, idempotently).
+apply_cpu_runtime_defaults()
 
 logger = logging.getLogger(__name__)
 
