@@ -66,6 +66,7 @@ class Launch:
     source: str | None = None
     phases_ms: dict[str, float] = field(default_factory=dict)
     degraded_reason: str | None = None
+    persona_from_disk: bool = False  # naila serve put the persona's saved prompt state back (its log says)
 
 
 class Watcher:
@@ -222,6 +223,7 @@ async def _launch_once(
         code = await asyncio.to_thread(proc.wait, STOP_TIMEOUT_S)
     if code != 0:
         raise RuntimeError(f"naila serve ended with code {code} after SIGTERM; its log:\n{_log_tail(log)}")
+    launch.persona_from_disk = "restored the persona's prompt state from disk" in log.read_text(errors="replace")
     return launch
 
 
@@ -283,7 +285,9 @@ def summarize(launches: list[Launch], model_name: str, broker: str) -> Rows:
         rows.append((f"server phase: {name}", spread(values, 2), ""))
     sources = sorted({launch.source or "-" for launch in launches})
     degraded = sorted({launch.degraded_reason for launch in launches if launch.degraded_reason})
+    from_disk = sum(launch.persona_from_disk for launch in launches)
     note = f"{model_name}; broker {broker}; answer source {', '.join(sources)}"
+    note += f"; persona state from disk in {from_disk} launches"
     if degraded:
         note += f"; DEGRADED: {', '.join(degraded)}"
     rows.append(("launches", f"{len(at_launch)} + {len(once_online)}", note))
