@@ -20,8 +20,8 @@ scenario is one row, on a fresh broker, server and data directory:
 
 Counting is exact (:func:`tally`): a request is answered or refused by its first final message (an answer
 on ``naila/ai/responses/text`` or an error on ``naila/ai/responses/error/{device}``), silently lost when
-neither came before the collection window closed (every request settled and 2 s of quiet, or 8 s without
-any reply, or the scenario's time limit), duplicated when more than one final came, and an order violation
+neither came before the collection window closed (every request settled and 2 s of quiet, or ``--quiet-s``
+without any reply, or the scenario's time limit), duplicated when more than one final came, and an order violation
 when a device's answers arrive in another order than its requests were sent.
 
 The fault scenarios use closed-loop robots (the next request once the last is settled or after a patience
@@ -68,6 +68,9 @@ OPTIONS = {
     "requests": Option(10, quick=5, minimum=1, help="valid requests per robot and scenario"),
     "outage_s": Option(10.0, quick=5.0, minimum=0, help="seconds the broker (or the Postgres proxy) stays down"),
     "max_tokens": Option(16, minimum=1, help="the server's LLM_MAX_TOKENS (answer length)"),
+    "quiet_s": Option(
+        30.0, quick=15.0, minimum=2, help="with requests still open, the window closes after this long without a reply"
+    ),
 }
 SCENARIOS = ("burst", "broker", "kill9", "malformed", "postgres", "cpu")
 HEADER = (
@@ -86,7 +89,6 @@ ERROR_PREFIX = "naila/ai/responses/error/"
 STREAM_SUFFIX = "/stream"
 STREAM_TOPIC = "naila/ai/responses/text/+/stream"
 SETTLED_QUIET_S = 2.0  # every request settled: this long without a reply closes the window (duplicates)
-QUIET_S = 8.0  # requests still open: this long without any reply closes the window (they are lost)
 SCENARIO_LIMIT_S = 900.0  # a scenario never collects longer than this
 PATIENCE_S = 30.0  # a closed-loop robot sends its next request after this long without a reply (its own timeout)
 READY_TIMEOUT_S = 180.0
@@ -146,6 +148,7 @@ class Tally:
     identical_copies: int = 0  # duplicated requests whose finals are byte-for-byte one message (QoS 1 resends)
     stream_mismatches: int = 0  # answers whose joined stream differs from the final text, without `replaced`
     error_codes: Counter[str] = field(default_factory=Counter)
+    answers_per_device: tuple[int, int] = (0, 0)  # fewest and most answers a device that asked got
     unanswered_devices: int = 0  # devices that sent requests and got no answer at all (fairness)
     lost_items: list[Sent] = field(default_factory=list)
     answered_items: list[Sent] = field(default_factory=list)
@@ -247,6 +250,9 @@ def tally(sent: Sequence[Sent], log: Sequence[Received]) -> Tally:
                 result.order_violations += 1
             latest = max(latest, position)
     result.unanswered_devices = len(asked - got_answer)
+    per_device = Counter({device: 0 for device in asked})
+    per_device.update(item.device for item in result.answered_items if not item.bad)
+    result.answers_per_device = (min(per_device.values()), max(per_device.values())) if per_device else (0, 0)
     return result
 
 
@@ -537,6 +543,7 @@ class Rig:
     collector: Collector
     server: Server
     robots: list[Robot]
+    quiet_s: float  # requests still open: this long without any reply closes the window (they are lost)
     sent: list[Sent] = field(default_factory=list)
 
     async def wait_online(self, since: float) -> float:
@@ -575,7 +582,7 @@ class Rig:
         deadline = time.monotonic() + SCENARIO_LIMIT_S
         while time.monotonic() < deadline:
             quiet = time.monotonic() - self.collector.last_reply
-            if quiet >= QUIET_S:
+            if quiet >= self.quiet_s:
                 return
             if quiet >= SETTLED_QUIET_S and all(self.collector.settled(s) for s in self.sent if s.expect_reply):
                 return
@@ -585,7 +592,13 @@ class Rig:
 
 @contextlib.asynccontextmanager
 async def rig(
-    workdir: Path, source: Path, model: str, robots: int, max_tokens: int, memory_url: str | None = None
+    workdir: Path,
+    source: Path,
+    model: str,
+    robots: int,
+    max_tokens: int,
+    quiet_s: float,
+    memory_url: str | None = None,
 ) -> AsyncIterator[Rig]:
     """A fresh broker, collector, server and ``robots`` robots; everything stopped on the way out."""
     broker = Broker(workdir)
@@ -595,7 +608,7 @@ async def rig(
     server = Server(source, env, workdir)
     bots = [Robot(broker.port, f"robot_{i:02d}") for i in range(robots)]
     tasks = [asyncio.create_task(collector.run())] + [asyncio.create_task(b.run()) for b in bots]
-    the_rig = Rig(broker, collector, server, bots)
+    the_rig = Rig(broker, collector, server, bots, quiet_s)
     try:
         await asyncio.wait_for(collector.connected.wait(), timeout=15)
         for bot in bots:
@@ -997,6 +1010,9 @@ def row(name: str, outcome: Outcome) -> tuple[str, ...]:
         notes.append(f"duplicates: {t.identical_copies} of {t.duplicated} identical copies of one message")
     if t.resent_to_us:
         notes.append(f"{t.resent_to_us} broker resend(s) of a final to the collector (MQTT dup flag) counted once")
+    low, high = t.answers_per_device
+    if low != high:
+        notes.append(f"answers per device {low}..{high}")
     if t.unanswered_devices:
         notes.append(f"{t.unanswered_devices} device(s) got no answer at all")
     if t.bad_answered and name != "malformed":
@@ -1034,7 +1050,7 @@ def parse_scenarios(text: str) -> list[str]:
 
 
 async def _run_one(
-    name: str, source: Path, model: str, robots: int, requests: int, outage_s: float, max_tokens: int
+    name: str, source: Path, model: str, robots: int, requests: int, outage_s: float, max_tokens: int, quiet_s: float
 ) -> tuple[str, ...]:
     runners: dict[str, Callable[..., Any]] = {
         "burst": scenario_burst,
@@ -1046,7 +1062,7 @@ async def _run_one(
     with tempfile.TemporaryDirectory(prefix=f"naila-reliability-{name}-") as tmp:
         workdir = Path(tmp)
         if name != "postgres":
-            async with rig(workdir, source, model, robots, max_tokens) as r:
+            async with rig(workdir, source, model, robots, max_tokens, quiet_s) as r:
                 outcome = await runners[name](r, requests, outage_s)
             return row(name, outcome)
         server_url = os.environ.get("NAILA_TEST_POSTGRES_URL")
@@ -1062,7 +1078,7 @@ async def _run_one(
             auth = netloc[0] + "@" if len(netloc) == 2 else ""
             proxied = parts._replace(netloc=f"{auth}127.0.0.1:{proxy.port}").geturl()
             try:
-                async with rig(workdir, source, model, robots, max_tokens, memory_url=proxied) as r:
+                async with rig(workdir, source, model, robots, max_tokens, quiet_s, memory_url=proxied) as r:
                     outcome = await scenario_postgres(r, requests, outage_s, proxy, direct_url)
             finally:
                 await proxy.stop()
@@ -1075,6 +1091,7 @@ def run_benchmark(
     requests: int,
     outage_s: float,
     max_tokens: int,
+    quiet_s: float = 30.0,
     *,
     scenarios: str = "all",
     source: str | None = None,
@@ -1092,12 +1109,12 @@ def run_benchmark(
             model = str(write_tiny_gguf(Path(tmp) / "tiny.gguf"))
         eprint(
             f"reliability of {checkout}: {robots} robots x {requests} requests, outage {outage_s:g} s,"
-            f" model {model}, max tokens {max_tokens}"
+            f" quiet {quiet_s:g} s, model {model}, max tokens {max_tokens}"
         )
         for name in chosen:
             eprint(f"- scenario {name}")
             started = time.monotonic()
-            result = asyncio.run(_run_one(name, checkout, model, robots, requests, outage_s, max_tokens))
+            result = asyncio.run(_run_one(name, checkout, model, robots, requests, outage_s, max_tokens, quiet_s))
             eprint(f"  {' | '.join(result)}  ({time.monotonic() - started:.0f} s)")
             rows.append(result)
     return rows

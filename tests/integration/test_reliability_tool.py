@@ -43,6 +43,7 @@ def test_each_request_is_answered_refused_or_lost_exactly_once() -> None:
     assert t.lost_items == [Sent("b", "b2")]
     assert t.error_codes == {"overloaded": 1}
     assert t.unanswered_devices == 1  # b asked twice and got no answer
+    assert t.answers_per_device == (0, 2)
 
 
 def test_a_second_final_message_is_a_duplicate_and_the_first_one_decides() -> None:
@@ -144,7 +145,7 @@ def test_a_real_run_gives_one_row_per_scenario_whose_counts_add_up(tiny_model: s
     if find_mosquitto() is None:
         pytest.skip("mosquitto is not installed (`scripts/setup.sh --test` installs it)")
     rows = rel.run_benchmark(
-        tiny_model, robots=2, requests=3, outage_s=1.0, max_tokens=8, scenarios="kill9,malformed,burst"
+        tiny_model, robots=2, requests=3, outage_s=1.0, max_tokens=8, quiet_s=10.0, scenarios="kill9,malformed,burst"
     )
     assert rows[0] == rel.HEADER
     assert [r[0] for r in rows[1:]] == ["burst", "kill9", "malformed"]  # table order, not the order asked
