@@ -4,6 +4,11 @@
 connecting: reconnect with backoff, a persistent session (QoS 1 messages wait for us while we are
 briefly away), the subscriptions, the read loop handing each message to ``on_message``, publishing with
 retry across a reconnect, TCP_NODELAY and TLS. Leaving the block disconnects.
+
+With ``manual_ack`` a QoS 1 message is acknowledged to the broker only after ``on_message`` returned for
+it, so a handler that makes the message durable before returning (the server's inbox,
+:mod:`naila_graph.inbox`) never loses one to a crash; messages not yet handed on when the link closes
+stay unacknowledged and the persistent session delivers them again on the next connect.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ class LinkCounters:
 class MqttLink:
     """A connection to the broker that comes back by itself.
 
+    ``on_message(topic, payload, redelivered)`` gets each message; ``redelivered`` is the broker's DUP flag
+    (it sent this message before and got no acknowledgement). ``manual_ack``: acknowledge a message only
+    once ``on_message`` has returned for it (see the module's docstring).
     ``online``/``will``: (topic, payload) published retained on every connect / left with the broker for
     an unexpected disconnect. ``counters`` (an object with ``messages_in``, ``messages_out``, ``errors``)
     is updated as messages come and go.
@@ -51,12 +59,13 @@ class MqttLink:
         self,
         settings: MQTTSettings,
         topics: Sequence[str],
-        on_message: Callable[[str, bytes], None],
+        on_message: Callable[[str, bytes, bool], None],
         *,
         online: tuple[str, dict[str, Any]] | None = None,
         will: tuple[str, dict[str, Any]] | None = None,
         tls_context: ssl.SSLContext | None = None,
         counters: Any = None,
+        manual_ack: bool = False,
     ) -> None:
         self.settings = settings
         self.topics = tuple(topics)
@@ -65,6 +74,7 @@ class MqttLink:
         self.will = will
         self.tls_context = tls_context
         self.counters = counters if counters is not None else LinkCounters()
+        self.manual_ack = manual_ack
         self.connected = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self._closing = asyncio.Event()
@@ -138,9 +148,11 @@ class MqttLink:
         while not self._closing.is_set():
             attempt += 1
             try:
-                async with aiomqtt.Client(**self.client_options()) as client:
+                client = aiomqtt.Client(**self.client_options())
+                redelivered = self._watch_deliveries(client)
+                async with client:
                     attempt, backoff = 0, BACKOFF_FIRST_SECONDS
-                    await self._session(client)
+                    await self._session(client, redelivered)
             except aiomqtt.MqttError as exc:
                 if self._closing.is_set():
                     break
@@ -165,7 +177,26 @@ class MqttLink:
                 await asyncio.wait_for(self._closing.wait(), timeout=backoff)
             backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
 
-    async def _session(self, client: aiomqtt.Client) -> None:
+    def _watch_deliveries(self, client: aiomqtt.Client) -> set[int]:
+        """Before connecting: the packet ids of messages the broker flags as redelivered (paho's ``dup``,
+        which aiomqtt's Message leaves out), and, with ``manual_ack``, acknowledgement by hand. aiomqtt
+        has no public switch for either (empicano/aiomqtt#345); its paho client is reached here only."""
+        paho = client._client
+        if self.manual_ack:
+            paho.manual_ack_set(True)
+        redelivered: set[int] = set()
+        forward = paho.on_message
+
+        def on_message(paho_client: Any, userdata: Any, message: Any) -> None:
+            if message.dup:
+                redelivered.add(message.mid)
+            if forward is not None:
+                forward(paho_client, userdata, message)
+
+        paho.on_message = on_message
+        return redelivered
+
+    async def _session(self, client: aiomqtt.Client, redelivered: set[int]) -> None:
         """One connected session: subscribe, announce, read until the link closes or the connection drops."""
         subscriptions: list[tuple[str, int]] = [(topic, self.settings.qos) for topic in self.topics]
         if subscriptions:  # a link may only publish
@@ -183,7 +214,7 @@ class MqttLink:
         )
         waiters: set[asyncio.Task[Any]] = {asyncio.create_task(self._closing.wait())}
         if self._reading:
-            self._reader = asyncio.create_task(self._read(client), name="mqtt reader")
+            self._reader = asyncio.create_task(self._read(client, redelivered), name="mqtt reader")
             waiters.add(self._reader)
         try:
             done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -197,7 +228,7 @@ class MqttLink:
                 if waiter is not self._reader:
                     waiter.cancel()
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    async def _read(self, client: aiomqtt.Client, redelivered: set[int]) -> None:
         async for message in client.messages:
             self.counters.messages_in += 1
             payload = message.payload
@@ -205,11 +236,16 @@ class MqttLink:
                 payload = payload.encode("utf-8")
             elif not isinstance(payload, bytes | bytearray):
                 payload = b"" if payload is None else str(payload).encode()
+            again = message.mid in redelivered
+            redelivered.discard(message.mid)
             try:
-                self.on_message(str(message.topic), bytes(payload))
+                self.on_message(str(message.topic), bytes(payload), again)
             except Exception:  # never let one message stop the reader
                 self.counters.errors += 1
                 logger.exception("unexpected error handling a message on %s", message.topic)
+            if self.manual_ack and message.qos > 0:
+                # on a connection that is already gone this does nothing: the broker delivers it again
+                client._client.ack(message.mid, message.qos)
 
     # ------------------------------------------------------------------ publishing
 

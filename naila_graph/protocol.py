@@ -84,6 +84,7 @@ class Request:
     thread_id: str
     timestamp: float | None = None  # when the device sent it (epoch seconds), if it said
     received: float = field(default_factory=time.monotonic)
+    inbox_id: int | None = None  # its row in the server's durable inbox (naila_graph.inbox), once written
 
 
 @dataclass

@@ -2,8 +2,10 @@
 
 ``async with NailaServer(...) as server: await server.wait_for_stop()``. Startup enters each part into
 one ``AsyncExitStack`` (model, memory, MQTT link, health monitor, workers), so shutdown leaves them in
-reverse order. A request goes: MQTT link → :meth:`_on_message` (parse, admit) → the fair scheduler →
-a worker → the turn layer (:mod:`naila_graph.turn`) → its events → topics on the link.
+reverse order. A request goes: MQTT link → :meth:`_on_message` (parse, write to the durable inbox,
+admit; only then is it acknowledged to the broker) → the fair scheduler → a worker → the turn layer
+(:mod:`naila_graph.turn`) → its events → topics on the link; its final answer or refusal settles its inbox
+row. Rows a crash left unsettled are answered first on the next start (:mod:`naila_graph.inbox`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,6 +26,7 @@ from naila_graph import protocol as p
 from naila_graph import telemetry
 from naila_graph.brain import loaded_model, prime_prompt_cache
 from naila_graph.graph import build_graph, make_generator
+from naila_graph.inbox import Entry, Inbox, inbox_path
 from naila_graph.memory import MemoryHealth, acheck_memory, masked_url, open_async_checkpointer
 from naila_graph.mqtt_link import MqttLink
 from naila_graph.replies import TurnPublisher, request_log
@@ -72,6 +76,7 @@ class NailaServer:
         self.model = ModelStatus(chat_model)
         self.startup_phases: dict[str, float] = {}
         self.link: MqttLink | None = None
+        self.inbox: Inbox | None = None
         self.turns: TurnRunner | None = None
         self._stack = contextlib.AsyncExitStack()
         self._scheduler = FairScheduler(self.settings.queue_limit, self.settings.queue_per_device)
@@ -148,6 +153,8 @@ class NailaServer:
             )
             self.turns = TurnRunner(graph, saver=saver, generator=generator, busy=self._busy, stats=self.stats)
             stack.push_async_callback(self.turns.aclose)
+        async with self._phase("open the request inbox"):
+            self.inbox = stack.enter_context(Inbox(inbox_path(self.settings.data_dir, self.mqtt.client_id)))
         async with self._phase("connect MQTT and subscribe"):
             self.link = await stack.enter_async_context(
                 MqttLink(
@@ -158,9 +165,11 @@ class NailaServer:
                     will=(p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id)),
                     tls_context=tls_context,
                     counters=self.stats,
+                    manual_ack=True,
                 )
             )
             stack.push_async_callback(self._announce_shutdown)
+            self._recover()  # before the link reads anything new: the device's older requests come first
             await self._wait_connected(self.link)
         async with self._phase("start health monitor"):
             await stack.enter_async_context(self._health_monitor())
@@ -219,6 +228,7 @@ class NailaServer:
                 await self.publish_error(
                     request.device_id, request.task_id, "shutting_down", "the server is shutting down"
                 )
+                self._settle(request.inbox_id)
             await self._finish_running()
             for worker in workers:
                 worker.cancel()
@@ -298,7 +308,17 @@ class NailaServer:
     def _busy(self) -> bool:
         return self._scheduler.depth > 0 or self._stop_requested.is_set()
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, redelivered: bool = False) -> None:
+        """One message from the link. Whatever it holds is written to the inbox before this returns (the
+        link acknowledges it to the broker only then), except cancels, which are acted on at once."""
+        if redelivered and topic != p.CANCEL_TOPIC and self.inbox is not None and self.inbox.holds(topic, payload):
+            logger.info("message on %s delivered again by the broker: already taken, not answered twice", topic)
+            return
+        self._handle(topic, payload)
+
+    def _handle(self, topic: str, payload: bytes, recovered: Entry | None = None) -> None:
+        """Parse, keep in the inbox (a ``recovered`` request already has its row) and admit."""
+        entry = recovered.id if recovered is not None else None
         max_bytes = self.mqtt.max_payload_bytes
         try:
             if topic == p.CANCEL_TOPIC:
@@ -321,14 +341,62 @@ class NailaServer:
                 exc.code,
                 exc.message,
             )
-            self._spawn(self.publish_error(exc.device_id, exc.task_id, exc.code, exc.message))
+            if entry is None:
+                entry = self._keep(topic, payload, exc.task_id)
+            self._spawn(self._reply_error(entry, exc.device_id, exc.task_id, exc.code, exc.message))
             return
+        if recovered is not None:
+            if recovered.task_id is not None:  # an STT request keeps the task id it was first given
+                request.task_id = recovered.task_id
+            if request.timestamp is None:  # its age counts from when it first arrived
+                request.timestamp = recovered.received_at
+        request.inbox_id = entry if entry is not None else self._keep(topic, payload, request.task_id)
         self._accept(request)
+
+    def _keep(self, topic: str, payload: bytes, task_id: str | None) -> int | None:
+        """Write the message to the inbox; None (served from memory only) when the inbox cannot take it."""
+        if self.inbox is None:
+            return None
+        try:
+            return self.inbox.add(topic, payload, task_id)
+        except sqlite3.Error as exc:
+            self.stats.errors += 1
+            logger.error(
+                "request inbox %s refused a write (%s): this request would not survive a crash", self.inbox.path, exc
+            )
+            return None
+
+    def _settle(self, entry: int | None) -> None:
+        """The request of inbox row ``entry`` got its final answer or refusal."""
+        if entry is None or self.inbox is None:
+            return
+        try:
+            self.inbox.settle(entry)
+        except sqlite3.Error as exc:  # it will be answered once more after a restart, never lost
+            logger.error("request inbox %s: row %d could not be settled (%s)", self.inbox.path, entry, exc)
+
+    def _recover(self) -> None:
+        """Answer the requests a previous process took but did not settle (it was killed or crashed)."""
+        if self.inbox is None:
+            return
+        entries = self.inbox.unsettled()
+        if not entries:
+            return
+        logger.warning("%d request(s) taken before the last stop were not answered; answering them first", len(entries))
+        self.stats.recovered_total += len(entries)
+        for entry in entries:
+            self._handle(entry.topic, entry.payload, entry)
+
+    async def _reply_error(
+        self, entry: int | None, device_id: str | None, task_id: str | None, code: str, message: str
+    ) -> None:
+        await self.publish_error(device_id, task_id, code, message)
+        self._settle(entry)
 
     def _refuse(self, request: p.Request, code: str, message: str) -> None:
         if code == "overloaded":  # it says "try again shortly": a retry with the same task id is no duplicate
             self._recent.forget(f"{request.device_id}/{request.task_id}")
-        self._spawn(self.publish_error(request.device_id, request.task_id, code, message))
+        self._spawn(self._reply_error(request.inbox_id, request.device_id, request.task_id, code, message))
 
     def _accept(self, request: p.Request) -> None:
         log = request_log(request)
@@ -338,6 +406,7 @@ class NailaServer:
                 request.task_id,
                 request.device_id,
             )
+            self._settle(request.inbox_id)  # the first copy's own row settles when it is answered
             return
         age = time.time() - request.timestamp if request.timestamp is not None else 0.0
         limit = self.settings.stale_request_seconds
@@ -411,6 +480,7 @@ class NailaServer:
         payload = p.response_payload(request, {"finish_reason": "cancelled"})
         payload["response"]["source"] = CANCELLED_SOURCE
         await self.publish(p.RESPONSE_TOPIC, payload)
+        self._settle(request.inbox_id)
 
     # ------------------------------------------------------------------ workers
 
@@ -418,6 +488,7 @@ class NailaServer:
         """The device's final answer is out: a cancel now only stops storing the turn."""
         if (running := self._running.get(device_id)) is not None:
             running.answered = True
+            self._settle(running.request.inbox_id)
 
     def cancel_reason(self, device_id: str) -> str | None:
         running = self._running.get(device_id)
@@ -435,6 +506,7 @@ class NailaServer:
             finally:
                 self._running.pop(request.device_id, None)
                 self._scheduler.done(request.device_id)
+                self._settle(request.inbox_id)  # answered, failed with an error reply, or cancelled
 
     async def _answer(self, request: p.Request) -> None:
         """One turn: the turn layer's events mapped to the device's topics."""

@@ -25,6 +25,7 @@ class ServerStats(PrefillStats):
     messages_out: int = 0
     errors: int = 0
     requests_total: int = 0
+    recovered_total: int = 0  # requests a previous process took but did not answer, answered by this one
     failures_total: int = 0
     llm_answers: int = 0
     tokens_per_second_sum: float = 0.0
@@ -137,6 +138,7 @@ def health_payload(
             "status": "connected" if connected else "disconnected",
             "message_count": stats.messages_in + stats.messages_out,
             "error_count": stats.errors,
+            "recovered_requests": stats.recovered_total,
         },
         "memory_service": memory,
         "ai_services": {

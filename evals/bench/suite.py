@@ -10,7 +10,11 @@ Parts (each measured side by side within its own run: order alternated, repeated
    graph alone with a fake model (``evals/bench/server.py``);
 4. RSS growth over many turns on the tiny generated model: the leak check (``evals/bench/memory.py``);
 5. generation tok/s as a fraction of the memory-bandwidth ceiling (``evals/bench/roofline.py``);
-6. the CPU knob sweep behind the defaults (``evals/bench/knobs.py``).
+6. the CPU knob sweep behind the defaults (``evals/bench/knobs.py``);
+7. generation tok/s with a competing CPU load ÷ idle, per thread count and wait policy
+   (``evals/bench/contention.py``);
+8. cold start: launch of ``naila serve`` to online and to its first answer (``evals/bench/coldstart.py``);
+9. the reliability table: load and faults against a real broker and server (``evals/bench/reliability.py``).
 
 Every part module declares ``PART`` (``evals.bench.common.Part``): its command line and, for the suite,
 the same measurement with ``--quick`` or with the defaults.
@@ -38,7 +42,12 @@ PARTS: dict[int, tuple[str, str]] = {
     4: ("memory (leak check)", "evals.bench.memory"),
     5: ("bandwidth ceiling", "evals.bench.roofline"),
     6: ("knob sweep", "evals.bench.knobs"),
+    7: ("under contention", "evals.bench.contention"),
+    8: ("cold start", "evals.bench.coldstart"),
+    9: ("reliability", "evals.bench.reliability"),
 }
+LAST = max(PARTS)
+ACCEPTED = f"numbers 1-{LAST} such as 1,3-5"
 
 
 def parse_parts(text: str) -> list[int]:
@@ -51,12 +60,12 @@ def parse_parts(text: str) -> list[int]:
         try:
             start, end = int(low), int(high or low)
         except ValueError:
-            raise ValueError(f"--parts takes numbers 1-6 such as 1,3-5; got {item!r}") from None
-        if not (1 <= start <= end <= 6):
-            raise ValueError(f"--parts takes numbers 1-6 such as 1,3-5; got {item!r}")
+            raise ValueError(f"--parts takes {ACCEPTED}; got {item!r}") from None
+        if not (1 <= start <= end <= LAST):
+            raise ValueError(f"--parts takes {ACCEPTED}; got {item!r}")
         chosen.extend(n for n in range(start, end + 1) if n not in chosen)
     if not chosen:
-        raise ValueError("--parts names no part; use numbers 1-6 such as 1,3-5")
+        raise ValueError(f"--parts names no part; use {ACCEPTED}")
     return sorted(chosen)
 
 
@@ -104,7 +113,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``naila bench`` (and of this module's command line)."""
     parser.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and turns in every part (a few minutes)")
-    parser.add_argument("--parts", default="1-6", help="which parts to run, e.g. 1,3-5 (default: all six)")
+    parser.add_argument(
+        "--parts", default=f"1-{LAST}", help=f"which parts to run, e.g. 1,3-5 (default: all {LAST})"
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:

@@ -42,7 +42,7 @@ async def test_messages_sent_during_an_outage_go_out_in_order_soon_after_the_bro
     settings = MQTTSettings(
         broker_host=mosquitto.host, broker_port=mosquitto.port, client_id=f"link-{uuid.uuid4().hex[:8]}"
     )
-    async with MqttLink(settings, ["naila/test/in"], lambda topic, payload: None) as link:
+    async with MqttLink(settings, ["naila/test/in"], lambda topic, payload, redelivered: None) as link:
         await _until(link.connected.is_set, 10)
         mosquitto.stop()
         await _until(lambda: not link.connected.is_set(), 10)
@@ -66,7 +66,7 @@ async def test_a_closing_link_gives_up_waiting_messages_at_once(mosquitto: Any) 
     settings = MQTTSettings(
         broker_host=mosquitto.host, broker_port=mosquitto.port, client_id=f"link-{uuid.uuid4().hex[:8]}"
     )
-    link = MqttLink(settings, [], lambda topic, payload: None)
+    link = MqttLink(settings, [], lambda topic, payload, redelivered: None)
     async with link:
         await _until(link.connected.is_set, 10)
         mosquitto.stop()
@@ -77,3 +77,44 @@ async def test_a_closing_link_gives_up_waiting_messages_at_once(mosquitto: Any) 
     started = time.monotonic()
     assert await asyncio.wait_for(waiting, 5) is False  # ... until the link closes: then it is given up
     assert time.monotonic() - started < 5
+
+
+async def _link_session(settings: MQTTSettings, got: list[tuple[str, bytes, bool]], *, manual_ack: bool) -> MqttLink:
+    link = MqttLink(settings, ["naila/test/in"], lambda t, b, again: got.append((t, b, again)), manual_ack=manual_ack)
+    await link.__aenter__()
+    await _until(link.connected.is_set, 10)
+    return link
+
+
+@pytest.mark.parametrize("manual_ack", [True, False])
+async def test_a_message_never_handed_on_is_delivered_again_only_with_manual_ack(
+    mosquitto: Any, manual_ack: bool
+) -> None:
+    """The server's inbox relies on this (issue #12 defect 3): a message the link took from the broker
+    but never handed to ``on_message`` (the process stopped first) is not acknowledged, so the persistent
+    session delivers it again, flagged as redelivered. aiomqtt alone acknowledges on arrival: lost."""
+    settings = MQTTSettings(
+        broker_host=mosquitto.host, broker_port=mosquitto.port, client_id=f"link-{uuid.uuid4().hex[:8]}"
+    )
+    first: list[tuple[str, bytes, bool]] = []
+    link = await _link_session(settings, first, manual_ack=manual_ack)
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier=f"robot-{uuid.uuid4().hex[:6]}") as robot:
+        await robot.publish("naila/test/in", b"handled", qos=1)
+        await _until(lambda: len(first) == 1, 10)
+        link.stop_reading()  # what a crash looks like to the broker: the next message is received, never handled
+        await robot.publish("naila/test/in", b"taken, not handled", qos=1)
+        await asyncio.sleep(0.5)  # it reaches the link's client (and, without manual acks, is acknowledged)
+    await link.__aexit__(None, None, None)
+    assert first == [("naila/test/in", b"handled", False)]
+
+    second: list[tuple[str, bytes, bool]] = []
+    link = await _link_session(settings, second, manual_ack=manual_ack)
+    try:
+        if manual_ack:
+            await _until(lambda: len(second) == 1, 10)
+            assert second == [("naila/test/in", b"taken, not handled", True)]
+        else:
+            await asyncio.sleep(1.5)
+            assert second == []  # acknowledged on arrival, then lost with the process: the first wave's defect
+    finally:
+        await link.__aexit__(None, None, None)
