@@ -178,7 +178,10 @@ class NailaServer:
         # Online first, then the persona: a robot waiting for a restarted server is not kept waiting for it.
         self._spawn(
             prime_prompt_cache(
-                self.chat_model, self.settings.system_prompt_file, self.degraded_reason, should_stop=self._busy
+                self.chat_model,
+                self.settings.system_prompt_file,
+                self.degraded_reason,
+                should_stop=self._priming_must_stop,
             )
         )
         logger.info(
@@ -307,6 +310,10 @@ class NailaServer:
 
     def _busy(self) -> bool:
         return self._scheduler.depth > 0 or self._stop_requested.is_set()
+
+    def _priming_must_stop(self) -> bool:
+        """Priming gives way to any request, also one a worker already took from the queue."""
+        return self._busy() or bool(self._running)
 
     def _on_message(self, topic: str, payload: bytes, redelivered: bool = False) -> None:
         """One message from the link. Whatever it holds is written to the inbox before this returns (the

@@ -14,7 +14,9 @@ Parts (each measured side by side within its own run: order alternated, repeated
 7. generation tok/s with a competing CPU load ÷ idle, per thread count and wait policy
    (``evals/bench/contention.py``);
 8. cold start: launch of ``naila serve`` to online and to its first answer (``evals/bench/coldstart.py``);
-9. the reliability table: load and faults against a real broker and server (``evals/bench/reliability.py``).
+9. the reliability table: load and faults against a real broker and server (``evals/bench/reliability.py``);
+10. grammar-constrained decoding: constrained ÷ unconstrained tok/s, tools bound without a call ÷ no
+    tools (``evals/bench/grammar.py``).
 
 Every part module declares ``PART`` (``evals.bench.common.Part``): its command line and, for the suite,
 the same measurement with ``--quick`` or with the defaults.
@@ -45,6 +47,7 @@ PARTS: dict[int, tuple[str, str]] = {
     7: ("under contention", "evals.bench.contention"),
     8: ("cold start", "evals.bench.coldstart"),
     9: ("reliability", "evals.bench.reliability"),
+    10: ("constrained decoding", "evals.bench.grammar"),
 }
 LAST = max(PARTS)
 ACCEPTED = f"numbers 1-{LAST} such as 1,3-5"
