@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["KV_GGML_TYPES", "ChatLlamaCpp", "Utf8Decoder"]
 
-_CALL_OPTIONS = {"stop", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "timeout"}
+_CALL_OPTIONS = {
+    "stop", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "timeout",
+    "grammar", "grammar_triggers",
+}  # fmt: skip
 
 
 class ChatLlamaCpp(BaseChatModel):
@@ -314,6 +317,8 @@ class ChatLlamaCpp(BaseChatModel):
             seed=kwargs.get("seed", self.seed),
             timeout=kwargs.get("timeout", self.timeout),
             log_prompt=self.log_prompts,
+            grammar=kwargs.get("grammar"),  # GBNF text (llm.constrained)
+            grammar_triggers=list(kwargs["grammar_triggers"]) if kwargs.get("grammar_triggers") else None,
         )
 
     # ------------------------------------------------------------------ generation

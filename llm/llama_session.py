@@ -254,15 +254,21 @@ class LlamaSession:
             llama.set_seed(int(params.seed))
         # Llama offers token_eos() only; end of generation is a set (eot, eom, eos) only the vocab knows.
         vocab = llama._model.vocab
-        yield from stream_answer(
-            llama.generate(
+        if params.grammar is not None:  # our own token loop: the grammar checks the sampled token only
+            from llm.constrained import constrained_tokens
+
+            tokens = constrained_tokens(llama, prompt, params)
+        else:
+            tokens = llama.generate(
                 prompt,
                 top_k=params.top_k,
                 top_p=params.top_p,
                 temp=params.temperature,
                 repeat_penalty=params.repeat_penalty,
                 reset=True,
-            ),
+            )
+        yield from stream_answer(
+            tokens,
             is_end=lambda token: bool(llama_cpp.llama_vocab_is_eog(vocab, token)),
             piece=lambda token: llama.detokenize([token]),
             stops=params.stop,
