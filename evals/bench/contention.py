@@ -35,11 +35,11 @@ OPTIONS = {
     "repeats": Option(3, quick=1, minimum=1, help="rounds over every configuration"),
     "max_tokens": Option(64, quick=24, minimum=4, help="new tokens per measurement"),
     "busy": Option(1, minimum=1, help="competing busy processes"),
-    "cap_s": Option(20.0, quick=6.0, minimum=1.0, help="seconds after which a measurement stops early"),
+    "cap_s": Option(20.0, quick=6.0, minimum=1.0, help="seconds of generation after which a measurement stops"),
     "full": Option(1, quick=0, minimum=0, help="1: every wait policy; 0: the default and the main alternatives"),
 }
 
-OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+OMP_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")  # llm.hardware.OPENMP_WAIT_VARIABLES, without importing llm
 PROMPT = "Tell me a long story about a little robot who explores a kitchen at night."
 BUSY_CODE = "while True: pass"
 
