@@ -232,6 +232,33 @@ class ChatLlamaCpp(BaseChatModel):
             self.prefill, messages, should_stop=should_stop, conversation=conversation, next_role=next_role
         )
 
+    def restore_prefix_from_disk(
+        self, messages: Sequence[BaseMessage], folder: Path, *, next_role: Literal["human"] | None = "human"
+    ) -> int:
+        """Put the prompt state that :meth:`save_prefix_to_disk` kept in ``folder`` for exactly what
+        ``prefill(messages, next_role=...)`` evaluates back into the state cache (a restarted server starts
+        with its persona evaluated). Returns its token count; 0 when there is none that fits this model,
+        file and load options, when another call holds the model, or when the state cache is off."""
+        from llm.disk_states import restore_from_disk
+
+        if self.state_cache_mb <= 0:
+            return 0
+        self.load()
+        role = "user" if next_role == "human" else None
+        return restore_from_disk(self._session, to_chat_dicts(messages), folder, role)
+
+    def save_prefix_to_disk(
+        self, messages: Sequence[BaseMessage], folder: Path, *, next_role: Literal["human"] | None = "human"
+    ) -> Path | None:
+        """Keep the cached state of exactly what ``prefill(messages, next_role=...)`` evaluated in a file
+        under ``folder`` (the newest few are kept); None when there is no such state."""
+        from llm.disk_states import save_to_disk
+
+        if self.state_cache_mb <= 0 or not self.is_loaded:
+            return None
+        role = "user" if next_role == "human" else None
+        return save_to_disk(self._session, to_chat_dicts(messages), folder, role)
+
     # ------------------------------------------------------------------ tokens
 
     def _tokenize(self, text: str, special: bool) -> list[int]:

@@ -8,8 +8,8 @@ model file (path, size, modification time), the load options that shape the KV c
 tokens (so the persona text and the chat template are in it). A state that llama.cpp refuses is dropped
 by the restore and evaluated from scratch, as for any saved state; a file that cannot be read is ignored.
 
-Files live in ``$NAILA_MODELS_DIR/prompt-states/`` (beside the bundles: a cache derived from them); only
-the newest :data:`KEEP_FILES` are kept.
+Files live in the folder the caller names (the server: ``$NAILA_DATA_DIR/prompt-states/``, beside the
+memory it belongs with); only the newest :data:`KEEP_FILES` are kept.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from llm.bundles import default_models_dir
 from llm.errors import QueueTimeoutError
 from llm.state_cache import as_tokens
 
@@ -37,11 +36,7 @@ KEEP_FILES = 8  # states of other models, personas or options: a few, not foreve
 _SHAPING = ("n_ctx", "n_batch", "n_gpu_layers", "use_mmap", "flash_attn", "kv_cache_type", "chat_format")
 
 
-def states_dir() -> Path:
-    return default_models_dir() / "prompt-states"
-
-
-def _file_for(session: LlamaSession, target: list[int]) -> Path | None:
+def _file_for(session: LlamaSession, target: list[int], folder: Path) -> Path | None:
     path, options = session.resolved_path, session._options
     if path is None or options is None:
         return None
@@ -51,7 +46,7 @@ def _file_for(session: LlamaSession, target: list[int]) -> Path | None:
     shaping = {name: getattr(options, name) for name in _SHAPING}
     identity = [llama_cpp.__version__, str(path.resolve()), stat.st_size, stat.st_mtime_ns, shaping, target]
     digest = hashlib.sha256(json.dumps(identity, default=str).encode()).hexdigest()[:32]
-    return states_dir() / f"{digest}.npz"
+    return folder / f"{digest}.npz"
 
 
 def _target(session: LlamaSession, chats: list[Chat], next_role: str | None) -> list[int] | None:
@@ -62,7 +57,7 @@ def _target(session: LlamaSession, chats: list[Chat], next_role: str | None) -> 
     return target if target and len(target) < llama.n_ctx() else None
 
 
-def restore_from_disk(session: LlamaSession, chats: list[Chat], next_role: str | None = None) -> int:
+def restore_from_disk(session: LlamaSession, chats: list[Chat], folder: Path, next_role: str | None = None) -> int:
     """Put the state saved on disk for what ``prefill(chats, next_role)`` evaluates into the session's
     state cache; returns its token count, or 0 (no file, an unreadable one, the model busy, cache off)."""
     try:
@@ -71,7 +66,7 @@ def restore_from_disk(session: LlamaSession, chats: list[Chat], next_role: str |
         return 0  # a request has the model: it evaluates the persona itself
     try:
         target = _target(session, chats, next_role)
-        file = _file_for(session, target) if target else None
+        file = _file_for(session, target, folder) if target else None
         if target is None or file is None or session.states is None:
             return 0
         if session.states.exact(as_tokens(target)) is not None:
@@ -96,14 +91,14 @@ def restore_from_disk(session: LlamaSession, chats: list[Chat], next_role: str |
         session.gate.release(ticket)
 
 
-def save_to_disk(session: LlamaSession, chats: list[Chat], next_role: str | None = None) -> Path | None:
+def save_to_disk(session: LlamaSession, chats: list[Chat], folder: Path, next_role: str | None = None) -> Path | None:
     """Write the cached state of exactly what ``prefill(chats, next_role)`` evaluates to its file (None
     when there is no such state, e.g. priming gave way before the end, or the file cannot be written)."""
     target = _target(session, chats, next_role)
     if target is None or session.states is None:
         return None
     entry = session.states.exact(as_tokens(target))
-    file = _file_for(session, target)
+    file = _file_for(session, target, folder)
     if entry is None or file is None:
         return None
     partial = file.with_name(f"{file.stem}.{os.getpid()}.tmp")

@@ -103,11 +103,18 @@ async def _report_progress(started: float) -> None:
 
 
 async def prime_prompt_cache(
-    model: Any, persona_file: Path | None, degraded_reason: str | None, *, should_stop: Callable[[], bool]
+    model: Any,
+    persona_file: Path | None,
+    degraded_reason: str | None,
+    *,
+    should_stop: Callable[[], bool],
+    state_dir: Path | None = None,
 ) -> int:
     """Evaluate the persona (and the header of the user message after it) so the first request does not
     pay for it (DESIGN.md decision 2). Runs while the server is already online: it gives way to any
-    request (``should_stop``), which then simply evaluates the persona itself. Returns the tokens evaluated.
+    request (``should_stop``), which then simply evaluates the persona itself. With ``state_dir`` the
+    evaluated state is kept on disk there, and taken from there on the next start. Returns the tokens
+    evaluated (or restored).
     """
     if degraded_reason is not None or not isinstance(model, LocalModel):
         return 0
@@ -119,7 +126,7 @@ async def prime_prompt_cache(
     started = time.perf_counter()
     try:
         if model.state_cache_stats.budget_bytes > 0:
-            restored = await _persona_state_on_disk(model, persona, save=False)
+            restored = await _persona_state_on_disk(model, persona, state_dir, save=False)
             if restored:
                 logger.info(
                     "primed the prompt cache from disk: %d persona tokens in %.0f ms",
@@ -128,7 +135,7 @@ async def prime_prompt_cache(
                 )
                 return restored
             evaluated = await model.aprefill([persona], should_stop=should_stop, next_role="human")
-            await _persona_state_on_disk(model, persona, save=True)  # when priming ran to the end
+            await _persona_state_on_disk(model, persona, state_dir, save=True)  # when priming ran to the end
         else:  # no saved states: the live context keeps what one short call evaluated
             await model.ainvoke([persona, HumanMessage("Hi")], max_tokens=1)  # type: ignore[attr-defined]
             evaluated = len(model.prompt_tokens([persona, HumanMessage("Hi")]))
@@ -141,23 +148,18 @@ async def prime_prompt_cache(
     return evaluated
 
 
-async def _persona_state_on_disk(model: Any, persona: Any, *, save: bool) -> int:
-    """Restore (or after priming, save) the persona's prompt state on disk (:mod:`llm.disk_states`): a
-    restarted server then starts with it. Only our llama.cpp model has one; 0 for any other."""
-    session = getattr(model, "_session", None)
-    from llm.llama_session import LlamaSession
+async def _persona_state_on_disk(model: Any, persona: Any, state_dir: Path | None, *, save: bool) -> int:
+    """Restore (or after priming, save) the persona's prompt state in ``state_dir`` (:mod:`llm.disk_states`):
+    a restarted server then starts with it. Only our llama.cpp model has one; 0 for any other."""
+    from llm.chat_model import ChatLlamaCpp
 
-    if not isinstance(session, LlamaSession):
+    if state_dir is None or not isinstance(model, ChatLlamaCpp):
         return 0
-    from llm.chat_template import to_chat_dicts
-    from llm.disk_states import restore_from_disk, save_to_disk
-
-    chats = to_chat_dicts([persona])
     try:
         if save:
-            await asyncio.to_thread(save_to_disk, session, chats, "user")
+            await asyncio.to_thread(model.save_prefix_to_disk, [persona], state_dir)
             return 0
-        return await asyncio.to_thread(restore_from_disk, session, chats, "user")
+        return await asyncio.to_thread(model.restore_prefix_from_disk, [persona], state_dir)
     except Exception as exc:  # an optimisation: the persona is evaluated as before
         logger.warning("the persona state on disk could not be used: %s", exc)
         return 0

@@ -182,6 +182,7 @@ class NailaServer:
                 self.settings.system_prompt_file,
                 self.degraded_reason,
                 should_stop=self._priming_must_stop,
+                state_dir=self.settings.prompt_states_dir,
             )
         )
         logger.info(

@@ -79,6 +79,11 @@ class NailaSettings(BaseSettings):
     def resolved_memory_url(self) -> str:
         return self.memory_url or f"sqlite:///{self.data_dir / 'memory.sqlite'}"
 
+    @property
+    def prompt_states_dir(self) -> Path:
+        """Where the primed persona's prompt state is kept across restarts (llm/disk_states.py)."""
+        return self.data_dir / "prompt-states"
+
 
 class MQTTSettings(BaseSettings):
     """Broker connection (``MQTT_*``)."""

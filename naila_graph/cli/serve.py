@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.info("embedded MQTT 3.1.1 broker listening on 127.0.0.1:%d", broker.port)
     mqtt = mqtt.model_copy(update=updates)
     try:
-        with _loading_model(settings.system_prompt_file) as model:
+        with _loading_model(settings.system_prompt_file, settings.prompt_states_dir) as model:
             return asyncio.run(_serve(settings, mqtt, model))
     finally:
         if broker is not None:
@@ -63,7 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _loading_model(persona_file: Path | None) -> Iterator[Any]:
+def _loading_model(persona_file: Path | None, state_dir: Path) -> Iterator[Any]:
     """The chat model of the ``LLM_*`` settings (the one the server would build), its weights loading in a
     thread while the caller goes on, then the persona's prompt state put back from disk when an earlier
     run left it there (:mod:`llm.disk_states`); on the way out the thread has ended and the weights are
@@ -73,7 +73,7 @@ def _loading_model(persona_file: Path | None) -> Iterator[Any]:
     from prompts.persona import load_persona  # noqa: F401  runs while this thread imports the server)
 
     model = load_chat_model()
-    thread = threading.Thread(target=_preload, args=(model, persona_file), name="model preload", daemon=True)
+    thread = threading.Thread(target=_preload, args=(model, persona_file, state_dir), name="model preload", daemon=True)
     thread.start()
     try:
         yield model
@@ -83,7 +83,7 @@ def _loading_model(persona_file: Path | None) -> Iterator[Any]:
             model.unload()
 
 
-def _preload(model: Any, persona_file: Path | None) -> None:
+def _preload(model: Any, persona_file: Path | None, state_dir: Path) -> None:
     try:
         model.load()
     except Exception:  # the server's own load raises it again and reports it
@@ -91,12 +91,9 @@ def _preload(model: Any, persona_file: Path | None) -> None:
     try:  # before the server starts, so the first request finds the persona evaluated
         from langchain_core.messages import SystemMessage
 
-        from llm.chat_template import to_chat_dicts
-        from llm.disk_states import restore_from_disk
         from prompts.persona import load_persona
 
-        chats = to_chat_dicts([SystemMessage(load_persona(persona_file))])
-        restored = restore_from_disk(model._session, chats, "user")
+        restored = model.restore_prefix_from_disk([SystemMessage(load_persona(persona_file))], state_dir)
         if restored:
             logger.info("restored the persona's prompt state from disk: %d tokens", restored)
     except Exception as exc:  # an optimisation: priming evaluates the persona as before
