@@ -116,7 +116,7 @@ async def test_the_langgraph_floor_times_every_turn_of_a_real_graph() -> None:
     assert len(timings) == 5 and all(0 < t < 5000 for t in timings)
 
 
-@pytest.mark.parametrize("part", ["llm", "interleaved", "server", "memory", "roofline", "knobs", "suite"])
+@pytest.mark.parametrize("part", [m.rsplit(".", 1)[1] for _, m in bench_suite.PARTS.values()] + ["suite"])
 def test_every_part_runs_alone_with_its_own_options(part: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", f"evals.bench.{part}", "--help"], capture_output=True, text=True, timeout=60
