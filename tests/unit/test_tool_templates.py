@@ -454,3 +454,12 @@ def test_messages_without_tools_render_as_before() -> None:
     assert template.tokenize(chats, _tokenizer(llama), False) == llama.tokenize(
         expected.encode(), add_bos=False, special=True
     )
+
+
+@pytest.mark.real_model
+def test_qwen_history_with_calls_renders_without_tools_bound() -> None:
+    """Memory renders earlier calls and results even when no tools are bound for this turn."""
+    template, _ = _qwen()
+    text = template.render_text(to_chat_dicts(_qwen_conversation()))
+    assert text.startswith("<|im_start|>system\nYou are NAILA, a small robot.<|im_end|>\n")
+    assert QWEN_EXPECTED[QWEN_EXPECTED.index("<|im_start|>user\nWeather") :] in text
