@@ -28,8 +28,8 @@ The fault scenarios use closed-loop robots (the next request once the last is se
 of 30 s, as a robot's own timeout), so the queue holds requests when the fault hits without overflowing.
 
     python -m evals.bench.reliability [--model NAME|PATH] [--robots N] [--requests N] [--outage-s S]
-                                      [--max-tokens N] [--quick] [--scenarios burst,broker,kill9,...]
-                                      [--source DIR]
+                                      [--max-tokens N] [--quiet-s S] [--quick] [--source DIR]
+                                      [--scenarios burst,broker,kill9,malformed,postgres,cpu]
 
 ``--source DIR`` runs another checkout's server (``PYTHONPATH=DIR``, same venv) for a before/after table.
 """
@@ -1134,12 +1134,22 @@ def for_suite(rows: Rows) -> Rows:
 PART = Part(__doc__, run_benchmark, OPTIONS, takes_model=True, for_suite=for_suite)  # the suite's part 9
 
 
+EXTRA_HELP = f"""  --scenarios LIST      which rows: 'all' (default) or some of {",".join(SCENARIOS)}
+  --source DIR          the checkout whose server runs (default: this one, {HERE})
+Without --model the server gets a tiny generated GGUF; the postgres row needs NAILA_TEST_POSTGRES_URL."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """The part's command line plus ``--scenarios`` and ``--source`` (text options the Part cannot declare)."""
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--scenarios", default="all")
     parser.add_argument("--source", default=None)
     known, rest = parser.parse_known_args(argv)
+    if {"-h", "--help"} & set(rest):
+        with contextlib.suppress(SystemExit):
+            PART.main(["--help"])
+        print(EXTRA_HELP)
+        return 0
     try:
         parse_scenarios(known.scenarios)
     except ValueError as exc:
