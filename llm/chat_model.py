@@ -16,11 +16,15 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ensure_config
-from pydantic import ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from llm.chat_template import ChatTemplate, to_chat_dicts
 from llm.gate import FairGate
@@ -28,6 +32,10 @@ from llm.generation import Done, GenerationParams, Utf8Decoder, start_in_thread
 from llm.llama_session import LlamaSession
 from llm.load_options import KV_GGML_TYPES, QUANTIZED_KV_TYPES, KVCacheType, LoadOptions
 from llm.state_cache import MIB, PromptStateCache, StateCacheStats
+from llm.structured import structured_output
+from llm.tool_calls import CallStreamer
+from llm.tool_calls import prepare as prepare_tools
+from llm.tool_format import GENERIC_FORMAT
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -36,7 +44,7 @@ __all__ = ["KV_GGML_TYPES", "ChatLlamaCpp", "Utf8Decoder"]
 
 _CALL_OPTIONS = {
     "stop", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "timeout",
-    "grammar", "grammar_triggers",
+    "grammar", "grammar_triggers", "tools", "tool_choice",
 }  # fmt: skip
 
 
@@ -73,6 +81,12 @@ class ChatLlamaCpp(BaseChatModel):
     stop: list[str] | None = None
     timeout: float | None = Field(default=120.0, description="generation deadline in seconds")
     queue_timeout: float | None = Field(default=60.0, description="max seconds to wait for the model")
+    json_max_string_length: int | None = Field(
+        default=512, ge=1, description="tool calls and structured output: maxLength of strings whose schema has none"
+    )
+    json_max_items: int | None = Field(
+        default=32, ge=0, description="tool calls and structured output: maxItems of arrays whose schema has none"
+    )
     max_retries: int = Field(default=0, ge=0, description="accepted for API compatibility; local calls are not retried")
     log_prompts: bool = False
     fetch_bundle: bool = Field(default=True, description="fetch a missing bundle on first load")
@@ -259,6 +273,44 @@ class ChatLlamaCpp(BaseChatModel):
         role = "user" if next_role == "human" else None
         return save_to_disk(self._session, to_chat_dicts(messages), folder, role)
 
+    # ------------------------------------------------------------------ tools and structured output
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | bool | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools (LangChain tools, functions, pydantic models, TypedDicts or JSON/OpenAI tool dicts).
+
+        ``tool_choice``: ``"auto"`` (default: text, or calls once the model starts one), ``"any"`` /
+        ``"required"`` / ``True`` (exactly one call, grammar-constrained), a tool name (exactly one call of
+        that tool), ``"none"`` (never a call). Calls come back in ``AIMessage.tool_calls``; a call the
+        answer did not finish is in ``invalid_tool_calls`` (llm.tool_calls)."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        prepare_tools(formatted, tool_choice, GENERIC_FORMAT)  # names and tool_choice checked now, not later
+        return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: dict[str, Any] | type,
+        *,
+        method: Literal["json_schema", "function_calling", "json_mode"] = "json_schema",
+        include_raw: bool = False,
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | BaseModel]:
+        """Answers as ``schema`` (pydantic class, TypedDict or JSON schema).
+
+        ``json_schema`` (default): the answer is JSON constrained by a grammar made from the schema
+        (llm.json_grammar), parsed into the pydantic class (or a dict); ``function_calling``: one forced call
+        of a tool made from the schema; ``json_mode``: any JSON object, constrained by a grammar. ``strict``
+        is accepted for compatibility: the grammar always holds the answer to the schema."""
+        if kwargs:
+            raise ValueError(f"unsupported arguments {sorted(kwargs)}")
+        return structured_output(self, schema, method=method, include_raw=include_raw, strict=strict)
+
     # ------------------------------------------------------------------ tokens
 
     def _tokenize(self, text: str, special: bool) -> list[int]:
@@ -287,9 +339,10 @@ class ChatLlamaCpp(BaseChatModel):
         return self._tokenize(text, False)
 
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
-        if tools:
-            raise NotImplementedError("token counting with tools is not supported yet")
-        return len(self.prompt_tokens(messages))
+        """Tokens the model evaluates for ``messages`` with ``tools`` rendered by the chat template."""
+        self.load()
+        formatted = [convert_to_openai_tool(t) for t in tools] if tools else None
+        return len(self._session.prompt_tokens(to_chat_dicts(messages), True, formatted))
 
     # ------------------------------------------------------------------ LangChain plumbing
 
@@ -362,14 +415,14 @@ class ChatLlamaCpp(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        params = self._params(stop, kwargs)
+        params, calls = self._prepare(stop, kwargs)
         params.conversation = _conversation_of(run_manager)
         # In the caller's thread, as raw llama-cpp-python does (llm.generation says why threads matter).
         for event in self._events(messages, params):
-            chunk = self._to_chunk(event)
-            if run_manager and isinstance(event, str):
-                run_manager.on_llm_new_token(event, chunk=chunk)
-            yield chunk
+            for chunk in self._to_chunks(event, calls):
+                if run_manager and isinstance(event, str):
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                yield chunk
 
     def _generate(
         self,
@@ -387,7 +440,7 @@ class ChatLlamaCpp(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[ChatGenerationChunk, None]:
-        params = self._params(stop, kwargs)
+        params, calls = self._prepare(stop, kwargs)
         params.conversation = _conversation_of(run_manager)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -407,10 +460,10 @@ class ChatLlamaCpp(BaseChatModel):
                     break
                 if kind == "error":
                     raise value
-                chunk = self._to_chunk(value)
-                if run_manager and isinstance(value, str):
-                    await run_manager.on_llm_new_token(value, chunk=chunk)
-                yield chunk
+                for chunk in self._to_chunks(value, calls):
+                    if run_manager and isinstance(value, str):
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
         finally:
             params.cancel.set()  # no-op when finished; stops the worker at the next token otherwise
 
@@ -426,6 +479,45 @@ class ChatLlamaCpp(BaseChatModel):
             return await agenerate_from_stream(stream)
         finally:
             await stream.aclose()
+
+    def _prepare(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[GenerationParams, CallStreamer | None]:
+        """The generation's parameters and, when tools are bound, what reads calls out of its text."""
+        tools, tool_choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        params = self._params(stop, kwargs)
+        if not tools:
+            if tool_choice not in (None, "none", "auto"):
+                raise ValueError(f"tool_choice={tool_choice!r} needs tools: bind them with bind_tools(...)")
+            return params, None
+        self.load()
+        setup = prepare_tools(
+            [convert_to_openai_tool(t) for t in tools],
+            tool_choice,
+            self._session.tool_format,
+            (self.json_max_string_length, self.json_max_items),
+        )
+        if params.grammar is not None and setup.grammar is not None:
+            raise ValueError("a grammar and tool calls cannot be combined in one call")
+        params.tools = setup.tools
+        if setup.grammar is not None:
+            params.grammar, params.grammar_triggers = setup.grammar, setup.triggers
+        return params, CallStreamer(setup)
+
+    def _to_chunks(self, event: str | Done, calls: CallStreamer | None) -> list[ChatGenerationChunk]:
+        if calls is None:
+            return [self._to_chunk(event)]
+        pieces = calls.feed(event) if isinstance(event, str) else calls.finish()
+        out = [
+            ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content=piece.content,
+                    tool_call_chunks=[tool_call_chunk(**piece.call)] if piece.call is not None else [],
+                )
+            )
+            for piece in pieces
+        ]
+        if isinstance(event, Done):
+            out.append(self._to_chunk(event))
+        return out
 
     def _to_chunk(self, event: str | Done) -> ChatGenerationChunk:
         if isinstance(event, str):

@@ -96,8 +96,8 @@ def message_text(message: BaseMessage) -> str:
             parts.append(block)
         elif isinstance(block, dict) and block.get("type") == "text":
             parts.append(str(block.get("text", "")))
-        elif isinstance(block, dict) and block.get("type") in {"reasoning", "thinking"}:
-            continue
+        elif isinstance(block, dict) and block.get("type") in {"reasoning", "thinking", "tool_use", "tool_call"}:
+            continue  # reasoning is not replayed; calls are rendered from the message's tool_calls
         else:
             kind = block.get("type") if isinstance(block, dict) else type(block).__name__
             raise ValueError(f"this model accepts text only; got a {kind!r} content block")

@@ -42,6 +42,7 @@ class GenerationParams:
     cancel: threading.Event = field(default_factory=threading.Event)
     conversation: str | None = None  # the memory thread id (from the run's metadata), for the state cache
     log_prompt: bool = False
+    tools: list[dict[str, Any]] | None = None  # OpenAI-style tool dicts the chat template renders (llm.tool_calls)
     # A GBNF grammar (root rule ``root``) the answer must follow (llm.constrained); no repeat penalty under it.
     grammar: str | None = None
     # Lazy grammar: sampled freely until the text contains one of these; the grammar then constrains the

@@ -30,6 +30,7 @@ from llm.generation import Done, GenerationParams, run_in_own_thread, stage_chec
 from llm.hardware import apply_cpu_runtime_defaults, safe_model_params
 from llm.load_options import LoadOptions, check_gguf
 from llm.state_cache import PromptStateCache, SavedState, as_tokens, common_prefix
+from llm.tool_format import ToolCallFormat, tool_call_format
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -68,6 +69,11 @@ class LlamaSession:
     def llama(self) -> Llama | None:
         """The loaded ``llama_cpp.Llama`` (None when not loaded)."""
         return self._llama
+
+    @property
+    def tool_format(self) -> ToolCallFormat:
+        """How this model writes tool calls (its chat template's family; llm.tool_format)."""
+        return tool_call_format(self._loaded_template())
 
     @property
     def template(self) -> ChatTemplate | None:  # None when not loaded
@@ -154,13 +160,16 @@ class LlamaSession:
         """``text`` as token ids; ``special`` lets control-token text become control tokens."""
         return list(self._loaded().tokenize(text.encode("utf-8"), add_bos=False, special=special))
 
-    def prompt_tokens(self, chats: list[Chat], add_generation_prompt: bool = True) -> list[int]:
-        """Token ids the model evaluates for ``chats`` (control tokens only from the template's markup)."""
-        return self._loaded_template().tokenize(chats, self.tokenize, add_generation_prompt)
+    def prompt_tokens(
+        self, chats: list[Chat], add_generation_prompt: bool = True, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids the model evaluates for ``chats`` and ``tools`` (OpenAI-style tool dicts), control
+        tokens only from the template's markup."""
+        return self._loaded_template().tokenize(chats, self.tokenize, add_generation_prompt, tools=tools)
 
-    def render_prompt(self, chats: list[Chat]) -> str:
+    def render_prompt(self, chats: list[Chat], tools: list[dict[str, Any]] | None = None) -> str:
         """The prompt as text, for logs and traces."""
-        return self._loaded_template().render_text(chats)
+        return self._loaded_template().render_text(chats, tools=tools)
 
     # ------------------------------------------------------------------ prefill
 
@@ -240,9 +249,9 @@ class LlamaSession:
             llama = self._loaded()
         got_model = time.perf_counter()
         check = stage_check(params, got_model)
-        prompt = self.prompt_tokens(chats)
+        prompt = self.prompt_tokens(chats, tools=params.tools)
         if params.log_prompt:
-            logger.info("prompt (%d tokens):\n%s", len(prompt), self.render_prompt(chats))
+            logger.info("prompt (%d tokens):\n%s", len(prompt), self.render_prompt(chats, params.tools))
         n_ctx = llama.n_ctx()
         if len(prompt) >= n_ctx:
             raise ContextOverflowError(
