@@ -56,6 +56,7 @@ __all__ = [
     "MAX_REPETITION",
     "Chars",
     "Group",
+    "Node",
     "Ref",
     "Repeat",
     "parse_grammar",
@@ -528,6 +529,10 @@ class _Converter:
     # rules
 
     def add(self, name: str, body: str) -> str:
+        if body and name != "root":
+            for existing, existing_body in self.rules.items():
+                if existing_body == body:  # the same language: share the rule (llama.cpp expands each x{0,512})
+                    return existing
         base = re.sub(r"[^a-zA-Z0-9-]+", "-", name).strip("-") or "r"
         key, i = base, 0
         while key in self.rules and self.rules[key] != body:
@@ -949,7 +954,10 @@ def schema_to_grammar(
     if top != "root":
         converter.rules["root"] = top
     text = converter.grammar()
-    validate_grammar(text)
+    try:
+        validate_grammar(text)
+    except ValueError as exc:  # e.g. a recursive $ref that recurses before any character, or (a?)* patterns
+        raise ValueError(f"the grammar for this JSON schema would not work in llama.cpp: {exc}") from exc
     return text
 
 
@@ -1196,9 +1204,6 @@ class _GbnfParser:
             if isinstance(node, Ref):
                 return {node.name}
             if isinstance(node, Repeat):
-                if node.max is None and node_nullable(node.node, frozenset()):
-                    # llama.cpp rewrites x* as  x' ::= x x' |  which is left-recursive when x can be empty
-                    raise ValueError("invalid grammar: an unbounded repetition of an item that can be empty")
                 return leftmost(node.node)
             out: set[str] = set()
             for alt in node.alternatives:
@@ -1208,6 +1213,19 @@ class _GbnfParser:
                         break
             return out
 
+        def check_repeats(node: Node) -> None:
+            if isinstance(node, Repeat):
+                if node.max is None and node_nullable(node.node, frozenset()):
+                    # llama.cpp rewrites x* as  x' ::= x x' |  which is left-recursive when x can be empty
+                    raise ValueError("invalid grammar: an unbounded repetition of an item that can be empty")
+                check_repeats(node.node)
+            elif isinstance(node, Group):
+                for alternative in node.alternatives:
+                    for item in alternative:
+                        check_repeats(item)
+
+        for group in self.rules.values():
+            check_repeats(group)
         edges = {name: leftmost(group) for name, group in self.rules.items()}
         state: dict[str, int] = {}  # 1 = in progress, 2 = done
 
@@ -1232,6 +1250,10 @@ def parse_grammar(text: str) -> dict[str, Group]:
         raise ValueError(f"a grammar must be a str, got {type(text).__name__}")
     if "\x00" in text:
         raise ValueError("invalid grammar: it contains a NUL character (llama.cpp reads a C string)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"invalid grammar: not encodable as UTF-8 (a lone surrogate at index {exc.start})") from exc
     return _GbnfParser(text).parse()
 
 

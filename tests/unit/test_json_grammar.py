@@ -549,6 +549,12 @@ def test_unsupported_features_raise_naming_the_feature_and_pointer(schema: dict[
     assert feature in str(info.value)
 
 
+def test_pattern_whose_grammar_llama_cpp_could_not_run_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"would not work in llama\.cpp.*can be empty"):
+        schema_to_grammar({"type": "string", "pattern": "^(a*)*$"}, default_max_length=None)
+    schema_to_grammar({"type": "string", "pattern": "^(a*)*$"})  # bounded by the default: no cycle
+
+
 def test_left_recursive_schema_is_refused() -> None:
     schema = {"$ref": "#/$defs/A", "$defs": {"A": {"anyOf": [{"$ref": "#/$defs/A"}, {"type": "null"}]}}}
     with pytest.raises(ValueError, match="left recursion"):
@@ -654,6 +660,8 @@ def test_validate_grammar_takes_what_llama_cpp_takes(grammar: str) -> None:
         ('root ::= x\nx ::= "a" |\ny ::= "b"', "expecting newline or end"),  # a trailing | joins the next line
         ('root ::= "x"{5000}', "repetition count over"),
         ('root_1 ::= "x"', "expecting ::="),
+        ('root ::= "\ud800"', "lone surrogate"),
+        ('root ::= "a\x00"', "NUL character"),
     ],
 )
 def test_validate_grammar_refuses_with_a_clear_message(grammar: str, message: str) -> None:
