@@ -131,16 +131,31 @@ def constrained_tokens(
                 if api.llama_vocab_is_eog(vocab, token):
                     yield token
                     return
-                start = watch.feed(llama.detokenize([token]))
-                if start is None:
+                piece = llama.detokenize([token])
+                hit = watch.feed(piece)
+                if hit is None:
                     yield token
                     pending = [token]
                     continue
+                start, end = hit
                 stats.triggered_at = start
-                _accept_text(llama, grammar, check, watch.text[start:])
-                watch = None
-                yield token
-                pending = [token]
+                out = [token]
+                advanced = _advanced(llama, grammar, watch.text[start:])
+                if advanced is None:
+                    # The token runs on past the trigger into text the grammar refuses: cut it at the
+                    # trigger's end (its text before that stays), and the grammar continues from there.
+                    advanced = _advanced(llama, grammar, watch.text[start:end])
+                    if advanced is None:
+                        raise ValueError(
+                            f"the grammar does not accept its trigger {watch.text[start:end]!r}: a lazy grammar"
+                            ' describes the text starting with the trigger, e.g. root ::= "<tool_call>" ...'
+                        )
+                    out = llama.tokenize(watch.text[len(watch.text) - len(piece) : end], add_bos=False, special=True)
+                samplers[samplers.index(grammar)] = advanced
+                api.llama_sampler_free(grammar)
+                grammar, check, watch = advanced, _OneTokenCheck(advanced), None
+                yield from out
+                pending = out
                 continue
             if grammar_first:
                 token = full.sample(api, ctx, grammar, constrained_chain)
@@ -248,36 +263,38 @@ class _TriggerWatch:
         self._longest = max((len(t) for t in self._anywhere + self._at_start), default=1)
         self.text = b""
 
-    def feed(self, piece: bytes) -> int | None:
-        """Byte offset where a trigger starts once the text contains one, else None."""
+    def feed(self, piece: bytes) -> tuple[int, int] | None:
+        """(start, end) byte offsets of the first trigger once the text contains one, else None."""
         before = len(self.text)
         self.text += piece
         if self._at_start:
             stripped = self.text.lstrip()
             for trig in self._at_start:
                 if stripped.startswith(trig):
-                    return len(self.text) - len(stripped)
+                    start = len(self.text) - len(stripped)
+                    return start, start + len(trig)
             self._at_start = [t for t in self._at_start if t.startswith(stripped)]  # those still possible
         if self._anywhere:
             window_start = max(0, before - self._longest + 1)
-            hits = [i for i in (self.text.find(t, window_start) for t in self._anywhere) if i >= 0]
+            hits = [(i, i + len(t)) for t in self._anywhere if (i := self.text.find(t, window_start)) >= 0]
             if hits:
                 return min(hits)
         return None
 
 
-def _accept_text(llama: Llama, grammar: Any, check: _OneTokenCheck, text: bytes) -> None:
-    """Advance the grammar over ``text`` (the generated text from the trigger on), token by token,
-    checking each first: accepting a token the grammar rejects throws inside llama.cpp (an abort)."""
+def _advanced(llama: Llama, grammar: Any, text: bytes) -> Any:
+    """A copy of ``grammar`` advanced over ``text`` (token by token, each checked first: accepting a token
+    the grammar rejects throws inside llama.cpp, an abort), or None when the grammar refuses the text."""
     from llama_cpp import llama_cpp as api
 
+    copy = api.llama_sampler_clone(grammar)
+    check = _OneTokenCheck(copy)
     for token in llama.tokenize(text, add_bos=False, special=True):
         if not check.allows(token):
-            raise ValueError(
-                f"the grammar does not accept the generated text from the trigger on ({text!r}); a lazy grammar"
-                ' describes the text starting with its trigger, e.g. root ::= "<tool_call>" ...'
-            )
-        api.llama_sampler_accept(grammar, token)
+            api.llama_sampler_free(copy)
+            return None
+        api.llama_sampler_accept(copy, token)
+    return copy
 
 
 def _validator() -> Any:
