@@ -38,6 +38,8 @@ _ENVELOPE_RULE = "tool-call-envelope"
 # the envelope up to its arguments' first character (the lookahead: until that arrives, whitespace may grow)
 _HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"(arguments|parameters)"\s*:\s*(?=\S)')
 _REF = re.compile(r"^#/(\$defs|definitions)/")
+_BARE_STARTS = ("{", "```")  # an envelope, or one in a Markdown fence, at the start of the answer
+_FENCE = re.compile(r"```(?:json)?[ \t]*\n")
 
 
 @dataclass(frozen=True)
@@ -142,10 +144,11 @@ def call_grammar(
     one = " ".join(part for part in (_lit(fmt.call_prefix), _ENVELOPE_RULE, _lit(fmt.call_suffix)) if part)
     if forced:
         root = one
-    else:  # from the format's trigger, or a bare envelope at the start of the answer (small models write one)
+    else:  # from the format's trigger, or a bare or fenced envelope at the start (small models write these)
         blocks = f'{one} ("\\n" {one})*' if fmt.parallel else one
         bare = f'{_ENVELOPE_RULE} ("\\n" {_ENVELOPE_RULE})*' if fmt.parallel else _ENVELOPE_RULE
-        root = blocks if one == _ENVELOPE_RULE else f"{blocks} | {bare}"
+        fenced = f'"```" "json"? "\\n" {_ENVELOPE_RULE} "\\n" "```"'
+        root = " | ".join(dict.fromkeys((blocks, bare, fenced)))
     return f"root ::= {root}\n{inner}"
 
 
@@ -168,7 +171,7 @@ def prepare(
     grammar = call_grammar(fmt, given, allowed, forced=forced, limits=limits)
     if forced:
         return ToolSetup(given, choice, allowed, fmt, grammar, None)
-    triggers = list(fmt.triggers) + ["^" + t for t in dict.fromkeys((*fmt.start_triggers, "{"))]
+    triggers = list(fmt.triggers) + ["^" + t for t in dict.fromkeys((*fmt.start_triggers, *_BARE_STARTS))]
     return ToolSetup(given, choice, allowed, fmt, grammar, triggers)
 
 
@@ -187,7 +190,8 @@ class Piece:
 class _Call:
     index: int
     start: int  # where the call's text starts in the answer (its prefix included)
-    prefixed: bool = False  # written in the format's wrapping (e.g. <tool_call>), not as a bare envelope
+    opening: str = ""  # what wraps the envelope: the format's (e.g. <tool_call>), a Markdown fence, or nothing
+    closing: str = ""
     name: str | None = None
     id: str | None = None
     args_start: int | None = None
@@ -269,7 +273,7 @@ class CallStreamer:
         found = [h for h in hits if h >= 0]
         if offset == 0 or self._calls:
             stripped = len(self.text) - len(self.text[offset:].lstrip())
-            if any(self.text.startswith(t, stripped) for t in (*fmt.start_triggers, "{")):
+            if any(self.text.startswith(t, stripped) for t in (*fmt.start_triggers, *_BARE_STARTS)):
                 found.append(stripped)
         return min(found) if found else None
 
@@ -293,7 +297,7 @@ class CallStreamer:
     def _safe_content_end(self) -> int:
         """Content may go out up to where a trigger could still be starting."""
         fmt = self.setup.fmt
-        keep = max((len(t) for t in (*fmt.triggers, *fmt.start_triggers, "{")), default=1) - 1
+        keep = max((len(t) for t in (*fmt.triggers, *fmt.start_triggers, *_BARE_STARTS)), default=1) - 1
         end = len(self.text) - keep
         if not self._calls and not self.text.strip():
             return self._content_sent  # only whitespace so far: a call may still start
@@ -311,11 +315,17 @@ class CallStreamer:
         prefix = fmt.call_prefix.strip()
         if call.args_start is None:
             rest = self.text[call.start :].lstrip()
-            if prefix and len(rest) < len(prefix) and prefix.startswith(rest):
+            if any(len(rest) < len(w) and w.startswith(rest) for w in (prefix, "```json\n") if w):
                 return False  # the wrapping may still be arriving
-            call.prefixed = bool(prefix) and rest.startswith(prefix)
+            fence = _FENCE.match(rest)
+            if prefix and rest.startswith(prefix):
+                call.opening, call.closing = prefix, fmt.call_suffix.strip()
+            elif rest.startswith("```"):
+                if fence is None:
+                    return False
+                call.opening, call.closing = fence.group(0), "```"
         lead = len(self.text) - call.start - len(self.text[call.start :].lstrip())
-        body = call.start + lead + (len(prefix) if call.prefixed else 0)
+        body = call.start + lead + len(call.opening)
         if call.args_start is None:
             match = _HEADER.match(self.text, body)
             if match is None:
@@ -332,7 +342,7 @@ class CallStreamer:
             out.append(Piece(call={"name": None, "args": args, "id": None, "index": call.index}))
         if end is None:
             return False
-        suffix = fmt.call_suffix.strip() if call.prefixed else ""
+        suffix = call.closing
         closed = re.compile(r"\s*\}" + (r"\s*" + re.escape(suffix) if suffix else "")).match(self.text, end)
         if closed is None:
             return False

@@ -116,9 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``naila bench`` (and of this module's command line)."""
     parser.add_argument("--model", help="bundle name or GGUF path (default: the default bundle)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds and turns in every part (a few minutes)")
-    parser.add_argument(
-        "--parts", default=f"1-{LAST}", help=f"which parts to run, e.g. 1,3-5 (default: all {LAST})"
-    )
+    parser.add_argument("--parts", default=f"1-{LAST}", help=f"which parts to run, e.g. 1,3-5 (default: all {LAST})")
 
 
 def run_from_args(args: argparse.Namespace) -> int:

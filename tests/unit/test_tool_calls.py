@@ -167,3 +167,12 @@ def test_every_call_grammar_is_well_formed(fmt: ToolCallFormat, choice: str) -> 
     assert (setup.triggers is None) == (choice != "auto")
     if choice == "move_head":
         assert '"set_lights"' not in setup.grammar
+
+
+@pytest.mark.parametrize("fence", ["```json\n", "```\n"])
+def test_a_fenced_envelope_at_the_start_is_a_call(fence: str) -> None:
+    """Small models (the 0.5B) wrap the JSON in a Markdown fence instead of the template's <tool_call>."""
+    text = fence + '{\n  "name": "set_lights",\n  "arguments": {\n    "color": "red"\n  }\n}\n```'
+    message = _run(QWEN_FORMAT, text, "auto", 3)
+    assert [(c["name"], c["args"]) for c in message.tool_calls] == [("set_lights", {"color": "red"})]
+    assert message.content == ""
