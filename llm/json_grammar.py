@@ -139,13 +139,13 @@ def _char_escape(cp: int, *, in_class: bool = False) -> str:
     return f"\\U{cp:08X}"
 
 
-def _literal(text: str) -> str:
+def gbnf_literal(text: str) -> str:
     """``text`` as a GBNF literal (matches exactly these characters)."""
     return '"' + "".join(_char_escape(ord(c)) for c in text) + '"'
 
 
 def _json_literal(value: Any) -> str:
-    return _literal(json.dumps(value, ensure_ascii=False))
+    return gbnf_literal(json.dumps(value, ensure_ascii=False))
 
 
 def _repeat(item: str, lo: int, hi: int | None) -> str:
@@ -332,7 +332,7 @@ def _json_chars(ranges: _Ranges) -> str:
         alternatives.append(f"[{body}]")
     for lo, hi in _intersect(ranges, list(_FORBIDDEN)):
         for cp in range(lo, hi + 1):
-            alternatives.append(_literal(json.dumps(chr(cp))[1:-1]))
+            alternatives.append(gbnf_literal(json.dumps(chr(cp))[1:-1]))
     if not alternatives:
         raise ValueError("empty character class")
     return alternatives[0] if len(alternatives) == 1 else "(" + " | ".join(alternatives) + ")"
@@ -789,7 +789,7 @@ class _Converter:
             for c in children:
                 child = node[c]
                 rest = visit(child)
-                alternatives.append(f"{_literal(c)} ({rest})" if rest else _literal(c))
+                alternatives.append(f"{gbnf_literal(c)} ({rest})" if rest else gbnf_literal(c))
             # a character no key continues with here (a plain char, never the start of an escape)
             excluded = [(ord(c), ord(c)) for c in children if len(c) == 1] + list(_FORBIDDEN)
             others = _intersect(_complement(excluded), _complement(list(_FORBIDDEN)))

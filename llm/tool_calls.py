@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llm.json_grammar import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, _literal, schema_to_grammar
+from llm.json_grammar import DEFAULT_MAX_ITEMS, DEFAULT_MAX_STRING, gbnf_literal, schema_to_grammar
 from llm.tool_format import ToolCallFormat, check_tool_name
 
 Choice = Literal["auto", "none", "forced"]
@@ -153,7 +153,7 @@ def call_grammar(
 
 
 def _lit(text: str) -> str:
-    return _literal(text) if text else ""
+    return gbnf_literal(text) if text else ""
 
 
 def prepare(
