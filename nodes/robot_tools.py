@@ -23,6 +23,7 @@ How the caller (the graph) uses it:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ __all__ = [
     "describe_action",
     "repair_messages",
     "robot_tool_schemas",
+    "tool_name",
     "validate_call",
 ]
 
@@ -87,13 +89,24 @@ def _tool(name: str) -> ConfigDict:
     return ConfigDict(title=name, strict=True, extra="forbid", frozen=True)
 
 
+def _speed(default: float, high: float) -> Any:
+    """A speed within [0.1, high]. The grammar converter (llm.json_grammar) bounds numbers by whole numbers
+    only, so the schema carries the whole-number hull (0..1) and the description the exact range; the
+    validation enforces the exact range."""
+
+    def hull(schema: dict[str, Any]) -> None:
+        schema["minimum"], schema["maximum"] = math.floor(schema["minimum"]), math.ceil(schema["maximum"])
+
+    return Field(default, ge=0.1, le=high, description=f"0.1 (slow) to {high} (fast)", json_schema_extra=hull)
+
+
 class MoveHead(BaseModel):
     """Turn the robot's head. Pan: negative = left, positive = right. Tilt: negative = down, positive = up."""
 
     model_config = _tool("move_head")
     pan_degrees: int = Field(0, ge=-90, le=90, description="negative = left, positive = right")
     tilt_degrees: int = Field(0, ge=-30, le=30, description="negative = down, positive = up")
-    speed: float = Field(0.5, ge=0.1, le=1.0, description="0.1 slow to 1.0 fast")
+    speed: float = _speed(0.5, 1.0)
 
 
 class Drive(BaseModel):
@@ -102,7 +115,7 @@ class Drive(BaseModel):
     model_config = _tool("drive")
     direction: Literal["forward", "backward"]
     distance_cm: int = Field(ge=1, le=30, description="centimetres")
-    speed: float = Field(0.3, ge=0.1, le=0.5, description="0.1 slow to 0.5 fast")
+    speed: float = _speed(0.3, 0.5)
 
 
 class TurnBody(BaseModel):
@@ -110,7 +123,7 @@ class TurnBody(BaseModel):
 
     model_config = _tool("turn_body")
     degrees: int = Field(ge=-180, le=180, description="negative = left, positive = right")
-    speed: float = Field(0.3, ge=0.1, le=0.5, description="0.1 slow to 0.5 fast")
+    speed: float = _speed(0.3, 0.5)
 
 
 class SetLights(BaseModel):

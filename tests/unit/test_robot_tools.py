@@ -69,6 +69,21 @@ def test_the_schemas_carry_the_limits_and_the_descriptions_the_model_reads() -> 
     assert stop["properties"] == {} and not stop.get("required")
 
 
+def test_every_schema_converts_to_a_grammar() -> None:
+    from llm.json_grammar import schema_to_grammar
+
+    for tool in robot_tool_schemas():
+        assert "root ::=" in schema_to_grammar(tool["function"]["parameters"], default_max_length=8)
+
+
+def test_speeds_show_the_grammar_a_whole_number_hull_and_the_model_the_exact_range() -> None:
+    # llm.json_grammar bounds numbers by whole numbers only; validation enforces the exact range
+    speed = robot_tool_schemas()[1]["function"]["parameters"]["properties"]["speed"]
+    assert (speed["minimum"], speed["maximum"]) == (0, 1) and "0.1" in speed["description"]
+    assert "0.5" in speed["description"]
+    assert "speed=0.7 is out of range" in refused("drive", direction="forward", distance_cm=3, speed=0.7)
+
+
 def test_at_least_sixteen_colour_names_with_css_values() -> None:
     assert len(COLORS) >= 16
     assert COLORS["blue"] == "#0000FF" and COLORS["orange"] == "#FFA500"
