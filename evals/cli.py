@@ -14,7 +14,7 @@ from naila_graph.cli.errors import AddCommon, action, command_group, eprint
 
 def register(sub: Any, common: AddCommon) -> None:
     """The ``naila.commands`` hook (pyproject.toml): adds ``naila eval run | compare | fetch-embeddings``
-    and ``naila bench`` to the ``naila`` parser."""
+    and ``naila bench`` to the ``naila`` parser (``naila eval actions``: evals.action_runner)."""
     _register_eval(sub, common)
     _register_bench(sub, common)
 
@@ -34,7 +34,7 @@ def _register_bench(sub: Any, common: AddCommon) -> None:
 
 
 def _register_eval(sub: Any, common: AddCommon) -> None:
-    actions = command_group(sub, common, "eval", "response-quality evals: run, compare")
+    actions = command_group(sub, common, "eval", "response-quality evals: run, compare, actions")
     run = action(
         actions, common, "run", "run the eval cases through the graph; table on stdout, reports in --out", cmd_eval_run
     )
@@ -56,6 +56,24 @@ def _register_eval(sub: Any, common: AddCommon) -> None:
     )
     compare.add_argument("a", metavar="A.json", type=Path)
     compare.add_argument("b", metavar="B.json", type=Path)
+
+    acts = action(
+        actions,
+        common,
+        "actions",
+        "score the robot-action dataset directly against a chat model (tool calls); table on stdout",
+        cmd_eval_actions,
+    )
+    acts.add_argument("--model", help="bundle name or GGUF path (default: LLM_MODEL_PATH or the default bundle)")
+    acts.add_argument(
+        "--no-grammar",
+        action="store_true",
+        help="describe the tools in the prompt and parse JSON from plain text instead of bind_tools' grammar",
+    )
+    acts.add_argument("--limit", type=_positive, metavar="N", help="run at most N cases, taken across the categories")
+    acts.add_argument("--dataset", metavar="FILE", type=Path, help="cases file (default: evals/data/actions.jsonl)")
+    acts.add_argument("--max-tokens", type=_positive, default=200, metavar="N", help="per answer (default 200)")
+    acts.add_argument("--json", metavar="FILE", type=Path, help="also write every case's calls, speech and scores")
 
     action(
         actions,
@@ -109,6 +127,49 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     json_path, md_path = write_reports(report, out_dir)
     print(render_table(report))
     eprint(f"reports: {json_path}\n         {md_path}")
+    return 0
+
+
+def cmd_eval_actions(args: argparse.Namespace) -> int:
+    import json
+
+    from evals.action_runner import render_action_table, run_actions, summarize
+    from evals.actions import ActionCaseError, load_action_dataset
+    from evals.runner import EvalError, open_eval_model
+    from naila_graph.cli.errors import CLIError
+
+    try:
+        dataset = load_action_dataset(args.dataset)
+        cases = dataset.select(args.limit)
+        model = open_eval_model(args.model, seed=0)
+    except (ActionCaseError, EvalError) as exc:
+        raise CLIError(str(exc)) from exc
+    mode = "without the grammar (plain JSON prompting)" if args.no_grammar else "with the grammar (bind_tools auto)"
+    results, evaluators, source = run_actions(model, cases, grammar=not args.no_grammar, max_tokens=args.max_tokens)
+    title = f"actions: {model.model_name}, {mode}, {len(cases)}/{len(dataset.cases)} case(s), tools from {source}"
+    print(render_action_table(results, evaluators, title=title))
+    if args.json:
+        data = {
+            "model": model.model_name,
+            "grammar": not args.no_grammar,
+            "dataset": {"name": dataset.name, "version": dataset.version, "sha256": dataset.sha256},
+            "tools": source,
+            "summary": summarize(results, evaluators),
+            "cases": [
+                {
+                    "id": r.case.id,
+                    "category": r.case.category,
+                    "utterance": r.case.utterance,
+                    "outcome": r.outcome.to_dict(),
+                    "scores": {k: {"score": s.score, "comment": s.comment} for k, s in r.scores.items()},
+                    "failed": r.failed,
+                    "latency_s": r.latency_s,
+                }
+                for r in results
+            ],
+        }
+        args.json.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
+        eprint(f"cases: {args.json}")
     return 0
 
 
