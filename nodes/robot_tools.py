@@ -265,12 +265,20 @@ def _hex(color: str) -> str:
     return COLORS.get(color, color).upper()
 
 
-def _payload(args: BaseModel) -> tuple[str, dict[str, Any]]:
+def _payloads(args: BaseModel) -> list[tuple[str, dict[str, Any]]]:
+    """One action's commands. The head in PROTOCOL.md's shape: a ``pan`` command, and a ``tilt`` command
+    when the head is also to tilt (the robot keeps the tilt it has otherwise)."""
     if isinstance(args, MoveHead):
-        return "motor", {
-            "motor_group": "head", "action": "move",
-            "pan_degrees": args.pan_degrees, "tilt_degrees": args.tilt_degrees, "speed": args.speed,
-        }  # fmt: skip
+        head = [("motor", {"motor_group": "head", "action": "pan", "degrees": args.pan_degrees, "speed": args.speed})]
+        if args.tilt_degrees:
+            head.append(
+                ("motor", {"motor_group": "head", "action": "tilt", "degrees": args.tilt_degrees, "speed": args.speed})
+            )
+        return head
+    return [_payload(args)]
+
+
+def _payload(args: BaseModel) -> tuple[str, dict[str, Any]]:
     if isinstance(args, Drive):
         return "motor", {
             "motor_group": "body", "action": args.direction, "distance_cm": args.distance_cm, "speed": args.speed,
@@ -291,11 +299,8 @@ def _payload(args: BaseModel) -> tuple[str, dict[str, Any]]:
 
 def commands_for(actions: Sequence[ValidatedAction]) -> list[dict[str, Any]]:
     """The ``commands`` list of a ``naila/command/request`` message, in the actions' order."""
-    commands = []
-    for sequence, action in enumerate(actions):
-        kind, payload = _payload(action.args)
-        commands.append({"type": kind, "sequence": sequence, "payload": payload})
-    return commands
+    payloads = [item for action in actions for item in _payloads(action.args)]
+    return [{"type": kind, "sequence": i, "payload": payload} for i, (kind, payload) in enumerate(payloads)]
 
 
 def _timestamp(now: datetime) -> str:

@@ -257,13 +257,8 @@ def test_golden_command_message_from_the_protocol_example() -> None:
             {
                 "type": "motor",
                 "sequence": 0,
-                "payload": {
-                    "motor_group": "head",
-                    "action": "move",
-                    "pan_degrees": -30,
-                    "tilt_degrees": 0,
-                    "speed": 0.5,
-                },
+                # written from ../shared/PROTOCOL.md's example of naila/command/request
+                "payload": {"motor_group": "head", "action": "pan", "degrees": -30, "speed": 0.5},
             },
             {"type": "led", "sequence": 1, "payload": {"pattern": "solid", "color": "#0000FF", "duration_ms": 3000}},
         ],
@@ -422,3 +417,18 @@ def test_one_sentence_per_action_in_order() -> None:
 )
 def test_describe_action_gives_one_log_line(name: str, args: dict, line: str) -> None:
     assert describe_action(valid(name, **args)) == line
+
+
+def test_a_head_move_that_also_tilts_is_a_pan_and_a_tilt_command() -> None:
+    assert commands_for([valid("move_head", pan_degrees=20, tilt_degrees=-15, speed=0.8)]) == [
+        {
+            "type": "motor",
+            "sequence": 0,
+            "payload": {"motor_group": "head", "action": "pan", "degrees": 20, "speed": 0.8},
+        },
+        {
+            "type": "motor",
+            "sequence": 1,
+            "payload": {"motor_group": "head", "action": "tilt", "degrees": -15, "speed": 0.8},
+        },
+    ]
