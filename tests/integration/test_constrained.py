@@ -21,7 +21,7 @@ from llama_cpp.llama_grammar import JSON_GBNF
 
 from llm import ChatLlamaCpp
 from llm.chat_template import to_chat_dicts
-from llm.constrained import ConstrainedStats, constrained_tokens
+from llm.constrained import ConstrainedStats, _TriggerWatch, constrained_tokens
 from llm.errors import GenerationCancelledError
 from llm.generation import Done, GenerationParams
 from llm.llama_session import LlamaSession
@@ -224,3 +224,15 @@ def _options(path: str) -> LoadOptions:
         "chat_format": None, "state_cache_bytes": 0,
     }  # fmt: skip
     return LoadOptions(**fields)  # type: ignore[arg-type]
+
+
+def test_triggers_are_found_across_token_pieces_and_anchored_ones_only_at_the_start() -> None:
+    watch = _TriggerWatch(["<tool_call>"])
+    assert watch.feed(b"Sure. <tool") is None
+    assert watch.feed(b'_call>{"') == (6, 17)  # split over two pieces, found once complete
+    anchored = _TriggerWatch(["^{"])
+    assert anchored.feed(b" \n") is None
+    assert anchored.feed(b'{"na') == (2, 3)  # after leading whitespace
+    late = _TriggerWatch(["^{"])
+    assert late.feed(b"Sure ") is None
+    assert late.feed(b'{"a": 1}') is None  # "{" later in the text is prose, not a call
