@@ -124,7 +124,8 @@ _FENCE = re.compile(r"```(?:json)?|</?tool_call>")
 def parse_plain_calls(text: str) -> tuple[list[Call], list[str], str]:
     """(calls, unparseable call texts, spoken text) from a plain-prompted answer: every JSON object with a
     ``"name"`` is a call (its ``arguments``, ``args`` or ``parameters`` are the arguments); an object that
-    starts like a call but does not parse is an unparseable call; the rest, fences removed, is speech."""
+    starts like a call but does not parse, or a JSON object that is not a call (``{"response": "done"}``), is
+    an unparseable call (JSON is never spoken); the rest, fences removed, is speech."""
     decoder = json.JSONDecoder()
     calls: list[Call] = []
     invalid: list[str] = []
