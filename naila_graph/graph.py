@@ -14,6 +14,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from llm.capabilities import LocalModel
 from naila_graph.settings import NailaSettings
+from nodes.act import COMMAND_INTENT, ActionTaker
 from nodes.dispatch_action import local_now, make_dispatch_action
 from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
@@ -55,6 +56,12 @@ def _after_input(state: NailaState) -> str:
 
 
 def _after_action(state: NailaState) -> str:
+    if state.get("response_source"):
+        return "finalize"
+    return "act" if state.get("intent") == COMMAND_INTENT else "generate_response"
+
+
+def _after_act(state: NailaState) -> str:
     return "finalize" if state.get("response_source") else "generate_response"
 
 
@@ -68,7 +75,8 @@ def build_graph(
     degraded_reason: str | None = None,
     generator: ResponseGenerator | None = None,
 ) -> CompiledStateGraph:
-    """``process_input → dispatch_action → generate_response → finalize``.
+    """``process_input → dispatch_action → [act →] generate_response → finalize``; ``act`` takes clear
+    robot commands (nodes/act.py) and answers them itself unless it has no model.
 
     ``chat_model=None`` is degraded mode: the pattern responder answers (``degraded_reason`` says
     why, e.g. ``model_load_failed``). Memory is the ``checkpointer``, keyed by ``thread_id``.
@@ -84,11 +92,14 @@ def build_graph(
     graph = StateGraph(NailaState)
     graph.add_node("process_input", _cheap_node("process_input", process_input))
     graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(now)))
+    act = ActionTaker(chat_model if degraded_reason is None else None, generator.persona)
+    graph.add_node("act", _node("act", act.invoke, act.ainvoke))
     graph.add_node("generate_response", _node("generate_response", generator.invoke, generator.ainvoke))
     graph.add_node("finalize", _cheap_node("finalize", make_finalize(settings.memory_max_turns)))
     graph.add_edge(START, "process_input")
     graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])
-    graph.add_conditional_edges("dispatch_action", _after_action, ["generate_response", "finalize"])
+    graph.add_conditional_edges("dispatch_action", _after_action, ["act", "generate_response", "finalize"])
+    graph.add_conditional_edges("act", _after_act, ["generate_response", "finalize"])
     graph.add_edge("generate_response", "finalize")
     graph.add_edge("finalize", END)
     # Traces carry the model name from the start; finalize adds the turn's outcome (nodes/finalize.py).

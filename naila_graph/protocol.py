@@ -29,6 +29,7 @@ STATUS_TOPIC = "naila/ai/status"
 HEALTH_TOPIC = "naila/system/health/services"
 STARTUP_TOPIC = "naila/system/health/startup"
 SHUTDOWN_TOPIC = "naila/system/health/shutdown"
+COMMAND_TOPIC = "naila/command/request"  # robot actions, upstream NAILA's command topic
 INPUT_TOPICS = (STT_TOPIC, TASK_TOPIC, CANCEL_TOPIC)
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
@@ -410,7 +411,25 @@ def response_payload(request: Request, result: dict[str, Any]) -> dict[str, Any]
             "source": result.get("response_source") or "pattern",
             "finish_reason": result.get("finish_reason") or "stop",
             "expects_reply": bool(result.get("expects_reply")),
+            **({"actions": list(result["actions"])} if result.get("actions") else {}),
         },
+    }
+
+
+def command_payload(request: Request, result: dict[str, Any]) -> dict[str, Any]:
+    """The ``naila/command/request`` message of the actions a turn took (upstream NAILA's format)."""
+    return {
+        "task_id": request.task_id,
+        "source": "ai_server",
+        "target_device": request.device_id,
+        "timestamp": utc_timestamp(),
+        "priority": "normal",
+        "response": {
+            "text": result.get("response_text", ""),
+            "intent": result.get("intent", "general"),
+            "confidence": round(float(result.get("intent_confidence") or 0.0), 3),
+        },
+        "commands": list(result.get("commands") or []),
     }
 
 

@@ -51,6 +51,9 @@ class TurnPublisher:
             if not await server.publish(self.topic, self._stream(event.text, final=False)):
                 self.stream_lost = True
         elif isinstance(event, Final):
+            if event.state.get("commands"):  # the actions first: the confirmation says they are under way
+                await server.publish(p.COMMAND_TOPIC, p.command_payload(request, event.state))
+                self.log.info("actions for %s: %s", request.device_id, "; ".join(event.state.get("actions") or []))
             # A robot that missed a sentence must not speak a stream with a hole: it gets the whole answer.
             tail, replaced = (event.text, True) if self.stream_lost else (event.tail, event.replaced)
             # Both go out at once (in this order); their acknowledgements are awaited together.

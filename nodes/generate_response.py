@@ -94,6 +94,7 @@ class ResponseGenerator:
         self.clock = clock
         self.max_turns = max_turns
         self.degraded_reason = degraded_reason if chat_model is None else None
+        self.persona = persona
         self.chain = build_response_chain(chat_model, persona)
         self._prompt = build_prompt(persona)
         self._frame: int | None = None

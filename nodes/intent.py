@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from nodes.speech import storable_text
 
-INTENTS = ("greeting", "time_query", "weather_query", "question", "gratitude", "goodbye", "general")
+INTENTS = (
+    "greeting", "time_query", "weather_query", "robot_command", "question", "gratitude", "goodbye", "general",
+)  # fmt: skip
 
 # Invisible characters are dropped beyond what storable_text removes: C1 controls, BOM, soft hyphen,
 # zero-width space, bidi overrides. Whitespace is collapsed below; the zero-width (non-)joiners that emoji
@@ -100,6 +102,28 @@ _QUESTION_START = re.compile(
     r"|can|could|do|does|did|is|are|will|would|should)\b"
 )
 _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+# A clear command to NAILA's body (its robot tools, nodes/robot_tools.py): an imperative, optionally after
+# "please", "naila," or a polite "can/could/would you", that names a part or a motion. "What colour are your
+# lights?" asks; "tell me about turning points" is no command: both lack the imperative and the body word.
+_POLITE = r"^(?:(?:hey\s+)?naila\W*\s*)?(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?"
+_COMMAND = re.compile(
+    _POLITE + r"(?:"
+    r"(?:turn|move|tilt|rotate|point|swivel)\s+(?:your\s+)?head\b"
+    r"|look\s+(?:to\s+(?:the\s+|your\s+)?)?(?:left|right|up|down|over|straight|ahead|around|at\s+me)\b"
+    r"|nod\b|shake\s+your\s+head\b"
+    r"|(?:make|set|turn|change|switch)\s+(?:on\s+|off\s+)?(?:your\s+|the\s+)?(?:lights?|leds?|lamp)\b"
+    r"|(?:make|set|turn|change)\s+(?:your\s+|the\s+)?(?:lights?|leds?)\s+(?:to\s+)?\w+"
+    r"|(?:turn|switch)\s+(?:on|off)\s+(?:your\s+|the\s+)?(?:lights?|leds?)\b"
+    r"|(?:glow|light\s+up|blink|flash)\b"
+    r"|(?:drive|go|move|roll|back)\s+(?:a\s+(?:bit|little)\s+)?(?:forward|forwards|backward|backwards|back|ahead|up)\b"
+    r"|(?:turn|spin|rotate)\s+(?:yourself\s+|your\s+body\s+)?(?:around|left|right|to\s+the\s+(?:left|right))\b"
+    r"|(?:turn|spin)\s+\d+\s*(?:degrees|°)"
+    r"|smile\b|(?:make|show|pull)\s+(?:me\s+)?(?:a|an|your)\s+\w+\s+(?:face|expression)\b"
+    r"|look\s+(?:happy|sad|surprised|sleepy|angry|thoughtful)\b"
+    r"|(?:stop|halt|freeze)(?:\s+(?:moving|now|everything|it|all(?:\s+motion)?))?\s*[.!]*$"
+    r")"
+)
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
 
 # Words that do not change a social utterance: "hi there", "thank you so much", "bye for now, NAILA".
@@ -156,6 +180,8 @@ def detect_intent(text: str) -> IntentResult:
         return IntentResult("time_query", 0.9)
     if _WEATHER_PHRASE.search(t):
         return IntentResult("weather_query", 0.85)
+    if _COMMAND.search(t):
+        return IntentResult("robot_command", 0.85)
     if _WEATHER_WORD.search(t):
         if _is_question(t) or _WEATHER_REQUEST.search(t):
             return IntentResult("weather_query", 0.9)

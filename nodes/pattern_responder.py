@@ -40,6 +40,11 @@ _GENERAL_FALLBACK = (
     "Sorry, my mind is a little fuzzy right now. Could you say it another way, or try again soon?",
     "I'm not able to give you a proper answer just now. Let's try again in a little while!",
 )
+_COMMAND_FALLBACK = (  # a robot command the model could not turn into an action: nothing moved
+    "Sorry, I can't do that right now. Could you ask me again in a moment?",
+    "I couldn't work out how to do that just now, so I stayed still. Please try again soon!",
+    "My motors will have to wait a moment, sorry. Ask me again in a little while?",
+)
 _GRATITUDE = (
     "You're welcome!",
     "You're very welcome! I'm happy to help.",
@@ -103,6 +108,8 @@ def _variants(intent: str, has_history: bool, text: str, reason: str | None) -> 
         return _WEATHER_FALLBACK
     if intent == "gratitude":
         return _GRATITUDE
+    if intent == "robot_command":
+        return _COMMAND_FALLBACK
     if intent == "goodbye":
         return _GOODNIGHT if _NIGHT.search(text) else _GOODBYE
     if reason in _REASON_VARIANTS:

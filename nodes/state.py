@@ -31,6 +31,8 @@ class NailaState(MessagesState, total=False):
     expects_reply: bool
     metrics: dict[str, Any]
     errors: list[str]
+    actions: list[str]  # robot actions taken this turn, one line each (nodes/act.py)
+    commands: list[dict[str, Any]]  # their naila/command/request commands
 
 
 # Reset at the start of every turn so nothing of the previous turn leaks into this one.
@@ -46,4 +48,6 @@ TURN_DEFAULTS: dict[str, Any] = {
     "expects_reply": False,
     "metrics": {},
     "errors": [],
+    "actions": [],
+    "commands": [],
 }

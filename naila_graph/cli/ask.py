@@ -53,7 +53,7 @@ async def _ask(args: argparse.Namespace) -> int:
     }
     if args.conversation:
         task["conversation_id"] = args.conversation
-    topics = [p.stream_topic(args.device), p.error_topic(args.device)]
+    topics = [p.stream_topic(args.device), p.error_topic(args.device), p.COMMAND_TOPIC]
     deadline = time.monotonic() + args.timeout
     try:
         async with aiomqtt.Client(
@@ -76,6 +76,8 @@ async def _ask(args: argparse.Namespace) -> int:
 
 
 async def _print_answer(client: Any, task_id: str, deadline: float, limit: float) -> int:
+    from naila_graph.protocol import COMMAND_TOPIC
+
     started = False
     try:
         async with asyncio.timeout_at(asyncio.get_running_loop().time() + max(0.0, deadline - time.monotonic())):
@@ -85,6 +87,9 @@ async def _print_answer(client: Any, task_id: str, deadline: float, limit: float
                 except (ValueError, TypeError):
                     continue
                 if not isinstance(data, dict) or data.get("task_id") != task_id:
+                    continue
+                if str(message.topic) == COMMAND_TOPIC:  # the robot actions of this answer, on stderr
+                    eprint("[command] " + json.dumps(data, ensure_ascii=False))
                     continue
                 if "error" in data:
                     print(

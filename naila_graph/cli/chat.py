@@ -56,10 +56,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if isinstance(event, Failed):
                 raise event.error
             if isinstance(event, Final):
+                _show_actions(event.state)
                 print(event.text)
             if isinstance(event, Metrics) and args.verbose:
                 _report(event.state)
         return 0
+
+
+def _show_actions(state: dict[str, Any]) -> None:
+    """Robot actions the turn took, on stderr (stdout holds the answer): ``[action] head pan=-30 ...``."""
+    for action in state.get("actions") or []:
+        eprint(f"[action] {action}")
 
 
 def _request(text: str, args: argparse.Namespace, thread_id: str) -> Any:
@@ -90,6 +97,7 @@ async def _streamed_turn(
         elif isinstance(event, Metrics):
             final = event.state  # the turn as stored, with the model's figures
         elif isinstance(event, Final):
+            _show_actions(event.state)
             if not streamed:
                 out.write(event.text)
             elif event.state.get("response_source") != "llm":

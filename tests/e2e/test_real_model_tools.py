@@ -64,3 +64,19 @@ def test_structured_output_is_parsed_from_the_models_answer(qwen: ChatLlamaCpp) 
     assert isinstance(result["parsed"], Mood) and result["parsing_error"] is None
     assert 0 <= result["parsed"].score <= 10
     assert result["raw"].response_metadata["finish_reason"] == "stop"
+
+
+def test_a_spoken_command_moves_the_head_the_right_way_through_the_graph(qwen: ChatLlamaCpp) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from naila_graph.graph import build_graph, turn_config, turn_input
+
+    graph = build_graph(qwen, InMemorySaver())
+    state = graph.invoke(turn_input("Turn your head to the left.", device_id="desk"), turn_config("desk"))
+    assert state["intent"] == "robot_command" and state["response_source"] == "llm"  # the model's call
+    (command,) = state["commands"]
+    assert command["payload"]["motor_group"] == "head" and command["payload"]["action"] == "pan"
+    assert -90 <= command["payload"]["degrees"] < 0  # left
+    assert state["response_text"] == "Turning my head to the left."
+    lights = graph.invoke(turn_input("Make your lights blue.", device_id="desk"), turn_config("desk"))
+    assert [c["payload"]["color"] for c in lights["commands"]] == ["#0000FF"]

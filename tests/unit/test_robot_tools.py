@@ -343,6 +343,9 @@ def _assert_in_limits(command: dict[str, Any]) -> None:
         assert payload["pattern"] in ("solid", "blink", "pulse", "rainbow", "off")
         color = payload["color"]
         assert len(color) == 7 and color[0] == "#" and int(color[1:], 16) >= 0 and color == color.upper()
+    if group == "head":  # PROTOCOL.md's shape: degrees of a pan or of a tilt
+        low, high = {"pan": (-90, 90), "tilt": (-30, 30)}[payload["action"]]
+        assert isinstance(payload["degrees"], int) and low <= payload["degrees"] <= high
     if group == "body":
         assert payload["action"] in ("forward", "backward", "turn")
     if group == "eyes":
@@ -360,8 +363,10 @@ def test_any_arguments_give_in_limit_commands_or_an_error_message(name: str, arg
         assert result.status == "error" and result.tool_call_id == "c" and "Nothing was done" in str(result.content)
         return
     assert result.name == name and result.call_id == "c"
-    (command,) = commands_for([result])
-    _assert_in_limits(command)
+    commands = commands_for([result])
+    assert 1 <= len(commands) <= 2  # a head move that also tilts is a pan and a tilt command
+    for command in commands:
+        _assert_in_limits(command)
     assert confirmation([result]).endswith(".")
     assert describe_action(result)
 

@@ -1,0 +1,179 @@
+"""act: a clear robot command ("turn your head left", "make your lights blue") becomes a forced call of
+NAILA's robot tools (nodes/robot_tools.py), checked against the tools' hard limits before anything moves.
+
+The model sees the persona, the recent conversation and the command, with the robot tools bound and
+``tool_choice="any"``: the grammar admits exactly one valid call of those tools. A call whose arguments
+break a limit the grammar cannot hold (e.g. a speed of 0.7 where 0.5 is the most) goes back to the model
+as an error ``ToolMessage`` it can read, at most ``MAX_REPAIR_ROUNDS`` times; then NAILA says it cannot do
+that and nothing is sent. Nothing is executed from a call the answer did not finish (``invalid_tool_calls``).
+
+The turn's state gets the spoken confirmation (``response_text``), ``actions`` (one line per action, for
+logs and front ends) and ``commands`` (the ``naila/command/request`` commands the server publishes).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
+
+from llm.errors import GenerationCancelledError
+from nodes.failures import failure_reason
+from nodes.pattern_responder import pattern_response
+from nodes.robot_tools import (
+    MAX_REPAIR_ROUNDS,
+    UNABLE_TEXT,
+    ValidatedAction,
+    commands_for,
+    confirmation,
+    describe_action,
+    repair_messages,
+    robot_tool_schemas,
+    validate_call,
+)
+
+logger = logging.getLogger(__name__)
+
+# Words that name one tool's part of the body: when a command names exactly one, only that tool may be
+# called (a small model otherwise turns its whole body when asked to turn its head).
+_TOOL_WORDS: dict[str, re.Pattern[str]] = {
+    "move_head": re.compile(r"\b(?:head|look|nod)\b"),
+    "set_lights": re.compile(r"\b(?:lights?|leds?|lamp|glow|blink|flash|light\s+up)\b"),
+    "drive": re.compile(r"\b(?:drive|forwards?|backwards?|roll)\b"),
+    "turn_body": re.compile(r"\b(?:turn\s+(?:yourself\s+|your\s+body\s+)?around|spin|turn\s+your\s+body)\b"),
+    "show_expression": re.compile(r"\b(?:face|expression|smile|look\s+(?:happy|sad|surprised|sleepy|angry))\b"),
+    "stop_all_motion": re.compile(r"^\W*(?:please\s+)?(?:stop|halt|freeze)\b"),
+}
+
+
+def likely_tool(text: str) -> str | None:
+    """The one robot tool a command's words point to, or None when they point to none or to several."""
+    lowered = text.lower()
+    named = [name for name, words in _TOOL_WORDS.items() if words.search(lowered)]
+    if "show_expression" in named and "move_head" in named:  # "look happy" is a face, not a head move
+        named.remove("move_head")
+    return named[0] if len(named) == 1 else None
+
+
+COMMAND_INTENT = "robot_command"
+HISTORY_MESSAGES = 4  # the robot tools' descriptions take ~1,000 tokens: only the last turns come along
+ACTION_GUIDANCE = (
+    "The person asked you to do something with your body. Call exactly one of your robot tools to do it;"
+    " negative degrees are to your left (or down), positive to your right (or up)."
+)
+
+
+class ActionTaker:
+    """The ``act`` node: ``invoke``/``ainvoke`` take the turn's state and return its update (empty when the
+    turn is not a robot command or there is no model: the next node answers)."""
+
+    def __init__(self, chat_model: BaseChatModel | None, persona: str) -> None:
+        self.chat_model = chat_model
+        self.persona = persona
+        self.tools = robot_tool_schemas()
+
+    def applies(self, state: dict[str, Any]) -> bool:
+        model = self.chat_model
+        if model is None or state.get("intent") != COMMAND_INTENT:
+            return False
+        return type(model).bind_tools is not BaseChatModel.bind_tools  # a model without tools just answers
+
+    def _messages(self, state: dict[str, Any]) -> list[BaseMessage]:
+        history = list(state.get("messages", []))[-HISTORY_MESSAGES:]
+        system = SystemMessage(f"{self.persona}\n\n{ACTION_GUIDANCE}")
+        return [system, *history, HumanMessage(state.get("text", ""))]
+
+    def invoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        if not self.applies(state):
+            return {}
+        assert self.chat_model is not None
+        bound = self.chat_model.bind_tools(self.tools, tool_choice=likely_tool(state.get("text", "")) or "any")
+        messages = self._messages(state)
+        try:
+            for _ in range(1 + MAX_REPAIR_ROUNDS):
+                reply = bound.invoke(messages, config)
+                outcome = self._outcome(reply, messages)
+                if outcome is not None:
+                    return outcome
+        except GenerationCancelledError:
+            raise
+        except Exception as exc:
+            return self._failed(state, exc)
+        return self._unable(messages)
+
+    async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        if not self.applies(state):
+            return {}
+        assert self.chat_model is not None
+        bound = self.chat_model.bind_tools(self.tools, tool_choice=likely_tool(state.get("text", "")) or "any")
+        messages = self._messages(state)
+        try:
+            for _ in range(1 + MAX_REPAIR_ROUNDS):
+                reply = await bound.ainvoke(messages, config)
+                outcome = self._outcome(reply, messages)
+                if outcome is not None:
+                    return outcome
+        except GenerationCancelledError:
+            raise
+        except Exception as exc:
+            return self._failed(state, exc)
+        return self._unable(messages)
+
+    def _outcome(self, reply: Any, messages: list[BaseMessage]) -> dict[str, Any] | None:
+        """The turn's update when ``reply``'s calls are all valid; else None, with the errors appended to
+        ``messages`` for the next round."""
+        assert isinstance(reply, AIMessage)
+        results = [validate_call(call) for call in reply.tool_calls]
+        actions = [r for r in results if isinstance(r, ValidatedAction)]
+        if reply.tool_calls and len(actions) == len(results) and not reply.invalid_tool_calls:
+            return self._done(actions, reply)
+        logger.info(
+            "robot call refused (%d valid of %d, %d cut off): asking the model again",
+            len(actions),
+            len(results),
+            len(reply.invalid_tool_calls),
+        )
+        messages.extend(repair_messages(reply, results) if reply.tool_calls else [reply])
+        return None
+
+    @staticmethod
+    def _done(actions: list[ValidatedAction], reply: AIMessage) -> dict[str, Any]:
+        meta = reply.response_metadata or {}
+        usage: dict[str, Any] = dict(reply.usage_metadata or {})
+        return {
+            "response_text": confirmation(actions),
+            "response_source": "llm",
+            "finish_reason": "stop",
+            "actions": [describe_action(a) for a in actions],
+            "commands": commands_for(actions),
+            "metrics": {
+                "model_name": meta.get("model_name"),
+                "input_tokens": usage.get("input_tokens"),
+                "output_tokens": usage.get("output_tokens"),
+                "cached_tokens": meta.get("prompt_tokens_cached"),
+                "time_to_first_token_ms": meta.get("time_to_first_token_ms"),
+                "inference_time_ms": meta.get("inference_time_ms"),
+                "tokens_per_second": meta.get("tokens_per_second"),
+            },
+        }
+
+    @staticmethod
+    def _unable(messages: list[BaseMessage]) -> dict[str, Any]:
+        logger.warning("no valid robot call after %d repair rounds: nothing is done", MAX_REPAIR_ROUNDS)
+        return {
+            "response_text": UNABLE_TEXT,
+            "response_source": "pattern",
+            "fallback_reason": "invalid_action",
+            "finish_reason": "stop",
+        }
+
+    @staticmethod
+    def _failed(state: dict[str, Any], error: Exception) -> dict[str, Any]:
+        reason = failure_reason(error)
+        logger.warning("robot command failed (%s: %s); pattern responder answers", reason, error)
+        text = pattern_response(COMMAND_INTENT, has_history=bool(state.get("messages")), text="", reason=reason)
+        return {"response_text": text, "response_source": "pattern", "fallback_reason": reason, "finish_reason": "stop"}
