@@ -70,13 +70,12 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
     }
     user_text = state.get("text") or ""
     if user_text:  # every answered turn is stored, as a strict user/assistant pair
+        extra: dict[str, Any] = {"task_id": state.get("task_id")} if state.get("task_id") else {}
+        if state.get("actions"):  # what the robot did; the answer's text (the confirmation) says it in words
+            extra["actions"] = list(state["actions"])
         update["messages"] = [
             HumanMessage(content=user_text),
-            AIMessage(
-                content=text,
-                response_metadata={"source": source},
-                additional_kwargs={"task_id": state.get("task_id")} if state.get("task_id") else {},
-            ),
+            AIMessage(content=text, response_metadata={"source": source}, additional_kwargs=extra),
         ]
     annotate_trace(trace_outcome(state, update))
     return update

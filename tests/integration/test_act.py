@@ -129,6 +129,9 @@ def test_the_graph_routes_a_command_through_act_on_the_real_llama_cpp(tiny_tools
     state = graph.invoke(turn_input("Turn your head to the left.", device_id="bot"), turn_config("bot"))
     assert state["intent"] == "robot_command"
     _settled_outcome(state)
+    stored = state["messages"][-1]
+    assert stored.content == state["response_text"]
+    assert stored.additional_kwargs.get("actions", []) == state["actions"]  # memory says what was done
     again = graph.invoke(turn_input("What time is it?", device_id="bot"), turn_config("bot"))
     assert again["actions"] == [] and again["commands"] == []  # nothing of the last turn leaks
 
