@@ -121,8 +121,9 @@ def constrained_tokens(
         watch = _TriggerWatch(triggers) if triggers else None
 
         pending = list(prompt[llama.n_tokens :])
-        if not pending:  # the caller always leaves the last prompt token, whose logits start the answer
-            raise ValueError("the whole prompt is already evaluated; leave its last token to the token loop")
+        if not pending:  # all in the cache, but its logits may be another's: evaluate the last token again
+            llama.n_tokens -= 1
+            pending = [prompt[-1]]
         while True:
             llama.eval(pending)
             if watch is not None and free_chain is not None:
