@@ -1,11 +1,14 @@
 """act: a clear robot command ("turn your head left", "make your lights blue") becomes a forced call of
 NAILA's robot tools (nodes/robot_tools.py), checked against the tools' hard limits before anything moves.
 
-The model sees the persona, the recent conversation and the command, with the robot tools bound and
-``tool_choice="any"``: the grammar admits exactly one valid call of those tools. A call whose arguments
-break a limit the grammar cannot hold (e.g. a speed of 0.7 where 0.5 is the most) goes back to the model
-as an error ``ToolMessage`` it can read, at most ``MAX_REPAIR_ROUNDS`` times; then NAILA says it cannot do
-that and nothing is sent. Nothing is executed from a call the answer did not finish (``invalid_tool_calls``).
+The model sees the persona, the recent conversation and the command, with the robot tools bound and a
+forced ``tool_choice``: the grammar admits exactly one valid call. A command that names one part of the
+body ("your head") allows only that part's tool; one that names several ("turn your head left and make
+your lights red") gets one forced call per part, in the order said; one that names none, any tool.
+A call whose arguments break a limit the grammar cannot hold (e.g. a speed of 0.7 where 0.5 is the
+most) goes back to the model as an error ``ToolMessage`` it can read, at most ``MAX_REPAIR_ROUNDS``
+times; then NAILA says it cannot do that and nothing is sent. Nothing is executed from a call the answer
+did not finish (``invalid_tool_calls``).
 
 The turn's state gets the spoken confirmation (``response_text``), ``actions`` (one line per action, for
 logs and front ends) and ``commands`` (the ``naila/command/request`` commands the server publishes).
@@ -50,19 +53,26 @@ _TOOL_WORDS: dict[str, re.Pattern[str]] = {
 }
 
 
+def named_tools(text: str) -> list[str]:
+    """The robot tools a command's words point to, in the order it says them ("turn your head left and
+    make your lights red": move_head, set_lights)."""
+    lowered = text.lower()
+    found = {name: m.start() for name, words in _TOOL_WORDS.items() if (m := words.search(lowered))}
+    if "show_expression" in found and "move_head" in found:  # "look happy" is a face, not a head move
+        del found["move_head"]
+    return sorted(found, key=found.__getitem__)
+
+
 def likely_tool(text: str) -> str | None:
     """The one robot tool a command's words point to, or None when they point to none or to several."""
-    lowered = text.lower()
-    named = [name for name, words in _TOOL_WORDS.items() if words.search(lowered)]
-    if "show_expression" in named and "move_head" in named:  # "look happy" is a face, not a head move
-        named.remove("move_head")
+    named = named_tools(text)
     return named[0] if len(named) == 1 else None
 
 
 COMMAND_INTENT = "robot_command"
 HISTORY_MESSAGES = 4  # the robot tools' descriptions take ~1,000 tokens: only the last turns come along
 ACTION_GUIDANCE = (
-    "The person asked you to do something with your body. Call exactly one of your robot tools to do it;"
+    "The person asked you to do something with your body: call the robot tool that does it;"
     " negative degrees are to your left (or down), positive to your right (or up)."
 )
 
@@ -91,46 +101,62 @@ class ActionTaker:
         if not self.applies(state):
             return {}
         assert self.chat_model is not None
-        bound = self.chat_model.bind_tools(self.tools, tool_choice=likely_tool(state.get("text", "")) or "any")
-        messages = self._messages(state)
+        actions: list[ValidatedAction] = []
+        reply = None
         try:
-            for _ in range(1 + MAX_REPAIR_ROUNDS):
-                reply = bound.invoke(messages, config)
-                outcome = self._outcome(reply, messages)
-                if outcome is not None:
-                    return outcome
+            for choice in self._choices(state):  # one forced call per part the command names
+                bound = self.chat_model.bind_tools(self.tools, tool_choice=choice)
+                messages = self._messages(state)
+                for _ in range(1 + MAX_REPAIR_ROUNDS):
+                    reply = bound.invoke(messages, config)
+                    if (taken := self._valid(reply, messages)) is not None:
+                        actions += taken
+                        break
+                else:
+                    return self._unable()
         except GenerationCancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a model failure: the pattern answer says so
             return self._failed(state, exc)
-        return self._unable(messages)
+        return self._done(actions, reply)
 
     async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         if not self.applies(state):
             return {}
         assert self.chat_model is not None
-        bound = self.chat_model.bind_tools(self.tools, tool_choice=likely_tool(state.get("text", "")) or "any")
-        messages = self._messages(state)
+        actions: list[ValidatedAction] = []
+        reply = None
         try:
-            for _ in range(1 + MAX_REPAIR_ROUNDS):
-                reply = await bound.ainvoke(messages, config)
-                outcome = self._outcome(reply, messages)
-                if outcome is not None:
-                    return outcome
+            for choice in self._choices(state):
+                bound = self.chat_model.bind_tools(self.tools, tool_choice=choice)
+                messages = self._messages(state)
+                for _ in range(1 + MAX_REPAIR_ROUNDS):
+                    reply = await bound.ainvoke(messages, config)
+                    if (taken := self._valid(reply, messages)) is not None:
+                        actions += taken
+                        break
+                else:
+                    return self._unable()
         except GenerationCancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # a model failure: the pattern answer says so
             return self._failed(state, exc)
-        return self._unable(messages)
+        return self._done(actions, reply)
 
-    def _outcome(self, reply: Any, messages: list[BaseMessage]) -> dict[str, Any] | None:
-        """The turn's update when ``reply``'s calls are all valid; else None, with the errors appended to
+    @staticmethod
+    def _choices(state: dict[str, Any]) -> list[str]:
+        """``tool_choice`` per call: each tool the command names, or any one tool when it names none."""
+        return named_tools(state.get("text", "")) or ["any"]
+
+    @staticmethod
+    def _valid(reply: Any, messages: list[BaseMessage]) -> list[ValidatedAction] | None:
+        """``reply``'s actions when its calls are all valid; else None, with the errors appended to
         ``messages`` for the next round."""
         assert isinstance(reply, AIMessage)
         results = [validate_call(call) for call in reply.tool_calls]
         actions = [r for r in results if isinstance(r, ValidatedAction)]
         if reply.tool_calls and len(actions) == len(results) and not reply.invalid_tool_calls:
-            return self._done(actions, reply)
+            return actions
         logger.info(
             "robot call refused (%d valid of %d, %d cut off): asking the model again",
             len(actions),
@@ -141,8 +167,8 @@ class ActionTaker:
         return None
 
     @staticmethod
-    def _done(actions: list[ValidatedAction], reply: AIMessage) -> dict[str, Any]:
-        meta = reply.response_metadata or {}
+    def _done(actions: list[ValidatedAction], reply: Any) -> dict[str, Any]:
+        meta = reply.response_metadata or {}  # the figures of the last call
         usage: dict[str, Any] = dict(reply.usage_metadata or {})
         return {
             "response_text": confirmation(actions),
@@ -162,7 +188,7 @@ class ActionTaker:
         }
 
     @staticmethod
-    def _unable(messages: list[BaseMessage]) -> dict[str, Any]:
+    def _unable() -> dict[str, Any]:
         logger.warning("no valid robot call after %d repair rounds: nothing is done", MAX_REPAIR_ROUNDS)
         return {
             "response_text": UNABLE_TEXT,

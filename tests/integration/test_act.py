@@ -22,7 +22,7 @@ from naila_graph import protocol as p
 from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.server import NailaServer
 from naila_graph.settings import MQTTSettings, NailaSettings
-from nodes.act import ActionTaker, likely_tool
+from nodes.act import ActionTaker, likely_tool, named_tools
 from nodes.robot_tools import MAX_REPAIR_ROUNDS, UNABLE_TEXT
 from tests.support.mqtt import robot
 
@@ -175,3 +175,22 @@ async def test_the_server_publishes_the_command_before_the_answer(
 )
 def test_a_command_that_names_one_part_allows_only_that_tool(text: str, tool: str | None) -> None:
     assert likely_tool(text) == tool
+
+
+def test_a_command_naming_two_parts_gets_one_forced_call_per_part_in_the_order_said() -> None:
+    text = "Turn your head to the left and make your lights red"
+    assert named_tools(text) == ["move_head", "set_lights"]
+    model = _scripted(_call("move_head", "a", pan_degrees=-45), _call("set_lights", "b", color="red"))
+    update = ActionTaker(model, "You are NAILA.").invoke({**STATE, "text": text}, {})
+    assert [b["tool_choice"] for b in model.bound] == ["move_head", "set_lights"]
+    assert update["response_text"] == "Turning my head to the left. Making my lights red."
+    assert [c["sequence"] for c in update["commands"]] == [0, 1]
+    assert update["commands"][1]["payload"]["color"] == "#FF0000"
+
+
+def test_when_one_part_of_a_two_part_command_fails_nothing_is_done() -> None:
+    text = "Turn your head to the left and make your lights red"
+    bad_lights = [_call("set_lights", str(i), color="red", duration_ms=1) for i in range(1 + MAX_REPAIR_ROUNDS)]
+    model = _scripted(_call("move_head", "a", pan_degrees=-45), *bad_lights)
+    update = ActionTaker(model, "You are NAILA.").invoke({**STATE, "text": text}, {})
+    assert update["response_text"] == UNABLE_TEXT and "commands" not in update
