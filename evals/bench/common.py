@@ -173,6 +173,7 @@ class Robot:
         self.first: dict[str, float] = {}
         self.final: dict[str, float] = {}
         self.metrics: dict[str, dict[str, Any]] = {}
+        self.command: dict[str, float] = {}  # a robot action's naila/command/request message arrived
         self._errors: dict[str, dict[str, Any]] = {}
         self._device: dict[str, str] = {}  # task id -> the device that asked
         self._done: dict[str, asyncio.Event] = {}
@@ -192,6 +193,8 @@ class Robot:
                     self.first.setdefault(task_id, now)
             elif topic == p.RESPONSE_TOPIC:
                 self.final[task_id] = now
+            elif topic == p.COMMAND_TOPIC:
+                self.command.setdefault(task_id, now)
             elif topic == p.METRICS_TOPIC:  # the server's last message of a turn
                 self.metrics[task_id] = data
                 self._done[task_id].set()
@@ -220,7 +223,7 @@ async def robot(port: int, devices: Iterable[str]) -> AsyncIterator[Robot]:
     import aiomqtt
 
     nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)  # as the server's own client does
-    topics = [p.RESPONSE_TOPIC, p.METRICS_TOPIC]
+    topics = [p.RESPONSE_TOPIC, p.METRICS_TOPIC, p.COMMAND_TOPIC]
     for device in devices:
         topics += [p.stream_topic(device), p.error_topic(device)]
     async with aiomqtt.Client(

@@ -11,6 +11,11 @@ two variants measured back to back (order alternated between rounds), so noise t
 - lazy: ``ChatLlamaCpp`` with the grammar behind a trigger that the answer never contains
   (``tool_choice="auto"`` with no call) ÷ no grammar; the text must be identical. Target ≥ 0.97.
 
+And the time from a robot's clear command ("turn your head to the left") to the server's
+``naila/command/request`` message: the real server in this process on a local broker, one new device per
+command (no history), ``--commands`` commands after one warm-up (the first evaluates the persona and the
+robot tools' ~1,000 tokens; the others reuse that saved prompt state).
+
 The grammar comes from ``llm.json_grammar.schema_to_grammar`` when that module exists, else the GBNF
 written here for the same schema. Each variant runs every prompt once per round (seeded sampling); the
 naive pair runs one prompt for at most ``--naive-tokens`` tokens (enough for the object), since a
@@ -35,7 +40,14 @@ OPTIONS = {
     "repeats": Option(7, quick=3, minimum=1, help="rounds over every variant"),
     "max_tokens": Option(64, quick=48, minimum=8, help="new tokens per answer at most"),
     "naive_tokens": Option(48, quick=32, minimum=3, help="new tokens per answer on the naive path (it is slow)"),
+    "commands": Option(8, quick=4, minimum=0, help="robot commands timed to naila/command/request (0: none)"),
 }
+COMMANDS = [
+    "Turn your head to the left.",
+    "Make your lights blue.",
+    "Drive forward 10 centimetres.",
+    "Show me a happy face.",
+]
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -176,7 +188,40 @@ def _pairs(
     return got_a, got_b
 
 
-def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, naive_tokens: int) -> Rows:
+async def _command_latency(path: str, count: int) -> tuple[list[float], list[float], int]:
+    """Seconds from publishing a clear command to its naila/command/request message and to the spoken
+    answer, for ``count`` commands after one warm-up; and how many of them took an action."""
+    import tempfile
+    from pathlib import Path
+
+    from evals.bench.common import local_broker, robot
+    from llm import ChatLlamaCpp
+    from naila_graph.server import NailaServer
+    from naila_graph.settings import MQTTSettings, NailaSettings
+
+    to_command: list[float] = []
+    to_answer: list[float] = []
+    acted = 0
+    devices = [f"bench-act-{i}" for i in range(count + 1)]
+    model = ChatLlamaCpp(model_path=path, temperature=0.0, max_tokens=128)
+    with local_broker() as (port, _), tempfile.TemporaryDirectory() as tmp:
+        settings = NailaSettings(data_dir=Path(tmp), memory_url=f"sqlite:///{tmp}/memory.sqlite")
+        mqtt = MQTTSettings(broker_host="127.0.0.1", broker_port=port, client_id="bench-act-server")
+        async with NailaServer(settings, mqtt, chat_model=model), robot(port, devices) as bot:
+            for i, device in enumerate(devices):
+                task, sent = await bot.ask(device, COMMANDS[i % len(COMMANDS)])
+                if i == 0:
+                    continue  # warm-up: the persona and the tools are evaluated once
+                if task in bot.command:
+                    acted += 1
+                    to_command.append(bot.command[task] - sent)
+                to_answer.append(bot.final[task] - sent)
+    return to_command, to_answer, acted
+
+
+def run_benchmark(
+    model_path: str | None, repeats: int, max_tokens: int, naive_tokens: int, commands: float = 0
+) -> Rows:
     from langchain_core.messages import HumanMessage, SystemMessage
     from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -225,6 +270,16 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, naive_t
         return spread([x.tps / y.tps for x, y in zip(a, b, strict=True)], 2)
 
     same = all(g.text == f.text for g, f in zip(lazy_g, lazy_free, strict=True))
+    command_rows: Rows = []
+    if int(commands) > 0:
+        import asyncio
+
+        eprint(f"robot commands: {int(commands)} after one warm-up")
+        to_command, to_answer, acted = asyncio.run(_command_latency(path, int(commands)))
+        command_rows = [
+            ("clear command → naila/command/request (s)", spread(to_command, 2), f"{acted} of {int(commands)} acted"),
+            ("clear command → spoken answer (s)", spread(to_answer, 2), ""),
+        ]
     return [
         ("metric", "median (min..max)", "target"),
         ("ours: constrained tok/s", spread([r.tps for r in ours_g]), ""),
@@ -236,6 +291,7 @@ def run_benchmark(model_path: str | None, repeats: int, max_tokens: int, naive_t
         ("naive: constrained ÷ unconstrained", ratio(naive_g, naive_free), "(0.25–0.5 in the issue)"),
         ("lazy grammar, no trigger ÷ no grammar", ratio(lazy_g, lazy_free), "≥ 0.97"),
         ("lazy grammar, no trigger: same text as no grammar", "yes" if same else "NO", "yes"),
+        *command_rows,
     ]
 
 
