@@ -107,23 +107,26 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 # "please", "naila," or a polite "can/could/would you", that names a part or a motion. "What colour are your
 # lights?" asks; "tell me about turning points" is no command: both lack the imperative and the body word.
 _POLITE = r"^(?:(?:hey\s+)?naila\W*\s*)?(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?"
-_COMMAND = re.compile(
-    _POLITE + r"(?:"
-    r"(?:turn|move|tilt|rotate|point|swivel)\s+(?:your\s+)?head\b"
-    r"|look\s+(?:to\s+(?:the\s+|your\s+)?)?(?:left|right|up|down|over|straight|ahead|around|at\s+me)\b"
-    r"|nod\b|shake\s+your\s+head\b"
-    r"|(?:make|set|turn|change|switch)\s+(?:on\s+|off\s+)?(?:your\s+|the\s+)?(?:lights?|leds?|lamp)\b"
-    r"|(?:make|set|turn|change)\s+(?:your\s+|the\s+)?(?:lights?|leds?)\s+(?:to\s+)?\w+"
-    r"|(?:turn|switch)\s+(?:on|off)\s+(?:your\s+|the\s+)?(?:lights?|leds?)\b"
-    r"|(?:glow|light\s+up|blink|flash)\b"
-    r"|(?:drive|go|move|roll|back)\s+(?:a\s+(?:bit|little)\s+)?(?:forward|forwards|backward|backwards|back|ahead|up)\b"
-    r"|(?:turn|spin|rotate)\s+(?:yourself\s+|your\s+body\s+)?(?:around|left|right|to\s+the\s+(?:left|right))\b"
-    r"|(?:turn|spin)\s+\d+\s*(?:degrees|°)"
-    r"|smile\b|(?:make|show|pull)\s+(?:me\s+)?(?:a|an|your)\s+\w+\s+(?:face|expression)\b"
-    r"|look\s+(?:happy|sad|surprised|sleepy|angry|thoughtful)\b"
-    r"|(?:stop|halt|freeze)(?:\s+(?:moving|now|everything|it|all(?:\s+motion)?))?\s*[.!]*$"
-    r")"
+_COMMAND_FORMS = (
+    r"(?:turn|move|tilt|rotate|point|swivel)\s+(?:your\s+)?head\b",
+    r"look\s+(?:to\s+(?:the\s+|your\s+)?)?(?:left|right|straight|ahead|around|at\s+me)\b",
+    # "look up"/"look down" alone (not "look up when the museum opens": that is a search)
+    r"look\s+(?:up|down)(?=\s*(?:$|[.!,]|at\b|a\s+bit|a\s+little|please|for\s+me|again))",
+    r"nod\b|shake\s+your\s+head\b",
+    r"(?:make|set|turn|change|switch)\s+(?:on\s+|off\s+)?(?:your\s+|the\s+)?(?:lights?|leds?|lamp)\b",
+    r"(?:make|set|turn|change)\s+(?:your\s+|the\s+)?(?:lights?|leds?)\s+(?:to\s+)?\w+",
+    r"(?:turn|switch)\s+(?:on|off)\s+(?:your\s+|the\s+)?(?:lights?|leds?)\b",
+    r"(?:glow|light\s+up|blink|flash)\b",
+    # a move with nothing after it but a distance or softener ("go back a bit", not "go back to the story")
+    r"(?:drive|go|move|roll|back)\s+(?:a\s+(?:bit|little)\s+)?(?:forwards?|backwards?|back|ahead|up)"
+    r"(?=\s*(?:$|[.!,]|a\s+bit|a\s+little|please|for\s+me|slowly|\d))",
+    r"(?:turn|spin|rotate)\s+(?:yourself\s+|your\s+body\s+)?(?:around|left|right|to\s+the\s+(?:left|right))\b",
+    r"(?:turn|spin)\s+\d+\s*(?:degrees|°)",
+    r"smile\b|(?:make|show|pull)\s+(?:me\s+)?(?:a|an|your)\s+\w+\s+(?:face|expression)\b",
+    r"look\s+(?:happy|sad|surprised|sleepy|angry|thoughtful)\b",
+    r"(?:stop|halt|freeze)(?:\s+(?:moving|now|everything|it|all(?:\s+motion)?))?\s*[.!]*$",
 )
+_COMMAND = re.compile(_POLITE + "(?:" + "|".join(_COMMAND_FORMS) + ")")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})
 
 # Words that do not change a social utterance: "hi there", "thank you so much", "bye for now, NAILA".

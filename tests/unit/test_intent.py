@@ -287,3 +287,40 @@ def test_result_is_immutable() -> None:
     result = detect_intent("hello")
     with pytest.raises(AttributeError):
         result.intent = "general"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Turn your head to the left.",
+        "Please make your lights blue",
+        "Naila, smile!",
+        "Look to the right!",
+        "look up",
+        "Drive forward 10 centimetres",
+        "Move back a bit",
+        "turn around",
+        "Stop!",
+        "Could you turn your head a little?",
+        "Show me a happy face",
+    ],
+)
+def test_clear_commands_to_the_body_are_robot_commands(text: str) -> None:
+    assert detect_intent(text).intent == "robot_command"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What colour are your lights?",
+        "Tell me about turning points in history",
+        "Could you look up when the museum opens?",
+        "Let's go back to the story",
+        "Go forward to the next chapter",
+        "Look over my essay please",
+        "Stop talking about cats",
+        "I will look up the answer",
+    ],
+)
+def test_phrases_that_only_sound_like_commands_are_not(text: str) -> None:
+    assert detect_intent(text).intent != "robot_command"
