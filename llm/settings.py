@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -106,8 +107,26 @@ def describe_settings_error(exc: Exception, settings_class: type[BaseSettings] |
         if not field:  # a check across several settings: its message names them
             lines.append(message)
             continue
-        lines.append(f"{prefix}{field.upper()}={err.get('input')!r}: {message}")
+        lines.append(f"{prefix}{field.upper()}={shown_setting(field, err.get('input'))}: {mask_secrets(message)}")
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+_SECRET_FIELD = re.compile(r"password|secret|token|api_?key|credential", re.I)
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_PASSWORD_PARAM = re.compile(r"(password=)[^&\s'\"]*", re.I)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the passwords of URLs (``user:pw@host``, ``password=pw``) replaced by ``***``: error
+    messages and logs never show them."""
+    return _PASSWORD_PARAM.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+
+
+def shown_setting(field: str, value: Any) -> str:
+    """A rejected setting's value for an error message: ``'***'`` for secrets, URLs without passwords."""
+    if _SECRET_FIELD.search(field) and value not in (None, ""):
+        return "'***'"
+    return mask_secrets(repr(value))
 
 
 def _env_prefix(title: str, settings_class: type[BaseSettings] | None) -> str:

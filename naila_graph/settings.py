@@ -11,6 +11,8 @@ import platformdirs
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from llm.settings import mask_secrets
+
 
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("naila"))
@@ -61,7 +63,7 @@ class NailaSettings(BaseSettings):
         if value is None:
             return None
         if not value.startswith(("sqlite://", "postgresql://", "postgres://")):
-            raise ValueError(f"must start with sqlite:/// or postgresql:// (got {value!r})")
+            raise ValueError(f"must start with sqlite:/// or postgresql:// (got {mask_secrets(repr(value))})")
         return value
 
     @model_validator(mode="after")
