@@ -37,8 +37,6 @@ eval judges calls exactly as the graph would before moving anything.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +46,7 @@ from typing import Any
 from langchain_core.messages import ToolMessage
 from pydantic import BaseModel
 
+from evals.cases import read_case_file
 from evals.evaluators import Score, normalize
 from nodes.robot_tools import ROBOT_TOOLS, robot_tool_schemas, tool_name, validate_call
 
@@ -220,44 +219,8 @@ class ActionDataset:
 def load_action_dataset(path: str | Path | None = None) -> ActionDataset:
     """Read and validate an action cases file (default: ``evals/data/actions.jsonl``)."""
     file = Path(path) if path is not None else DEFAULT_ACTION_CASES
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise ActionCaseError(f"cannot read the action cases file {file}: {exc}") from exc
-    meta: dict[str, Any] | None = None
-    cases: list[ActionCase] = []
-    seen: set[str] = set()
-    for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{file.name}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ActionCaseError(f"{where}: invalid JSON: {exc}") from exc
-        if not isinstance(record, dict):
-            raise ActionCaseError(f"{where}: each line must be a JSON object")
-        if "meta" in record:
-            if meta is not None or cases:
-                raise ActionCaseError(f"{where}: the meta record must be the first line, and only one")
-            meta = dict(record["meta"])
-            continue
-        case = parse_action_case(record, where=where)
-        if case.id in seen:
-            raise ActionCaseError(f"{where}: duplicate case id {case.id!r}")
-        seen.add(case.id)
-        cases.append(case)
-    if meta is None or not meta.get("name") or not meta.get("version"):
-        raise ActionCaseError(f'{file}: the first line must be {{"meta": {{"name": ..., "version": ...}}}}')
-    if not cases:
-        raise ActionCaseError(f"{file}: no cases")
-    return ActionDataset(
-        name=str(meta["name"]),
-        version=str(meta["version"]),
-        path=file,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        cases=tuple(cases),
-    )
+    read = read_case_file(file, parse_action_case, ActionCaseError, "action cases file")
+    return ActionDataset(name=read.name, version=read.version, path=read.path, sha256=read.sha256, cases=read.cases)
 
 
 # ---------------------------------------------------------------- what the model did

@@ -29,7 +29,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,15 +202,28 @@ def parse_case(data: Mapping[str, Any], *, where: str) -> Case:
     return Case(id=case_id, category=category, intent=intent, turns=tuple(turns), expect=expect)
 
 
-def load_dataset(path: str | Path | None = None) -> Dataset:
-    """Read and validate a cases file (default: the bundled ``naila_cases.jsonl``)."""
-    file = Path(path) if path is not None else DEFAULT_CASES
+@dataclass(frozen=True)
+class CaseFile:
+    """A cases file read and checked line by line: its meta record's name and version, its hash, its cases."""
+
+    name: str
+    version: str
+    path: Path
+    sha256: str
+    cases: tuple[Any, ...]
+
+
+def read_case_file(
+    file: Path, parse: Callable[..., Any], error: type[ValueError], what: str = "cases file"
+) -> CaseFile:
+    """Read a JSON-lines cases file: a first ``{"meta": {"name", "version"}}`` line, then one case per line
+    made by ``parse(record, where=...)`` (each with a unique ``id``); problems raise ``error`` naming the line."""
     try:
         raw = file.read_bytes()
     except OSError as exc:
-        raise CaseError(f"cannot read the cases file {file}: {exc}") from exc
+        raise error(f"cannot read the {what} {file}: {exc}") from exc
     meta: dict[str, Any] | None = None
-    cases: list[Case] = []
+    cases: list[Any] = []
     seen: set[str] = set()
     for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
         if not line.strip():
@@ -219,30 +232,30 @@ def load_dataset(path: str | Path | None = None) -> Dataset:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise CaseError(f"{where}: invalid JSON: {exc}") from exc
+            raise error(f"{where}: invalid JSON: {exc}") from exc
         if not isinstance(record, dict):
-            raise CaseError(f"{where}: each line must be a JSON object")
+            raise error(f"{where}: each line must be a JSON object")
         if "meta" in record:
             if meta is not None or cases:
-                raise CaseError(f"{where}: the meta record must be the first line, and only one")
+                raise error(f"{where}: the meta record must be the first line, and only one")
             meta = dict(record["meta"])
             continue
-        case = parse_case(record, where=where)
+        case = parse(record, where=where)
         if case.id in seen:
-            raise CaseError(f"{where}: duplicate case id {case.id!r}")
+            raise error(f"{where}: duplicate case id {case.id!r}")
         seen.add(case.id)
         cases.append(case)
     if meta is None or not meta.get("name") or not meta.get("version"):
-        raise CaseError(f'{file}: the first line must be {{"meta": {{"name": ..., "version": ...}}}}')
+        raise error(f'{file}: the first line must be {{"meta": {{"name": ..., "version": ...}}}}')
     if not cases:
-        raise CaseError(f"{file}: no cases")
-    return Dataset(
-        name=str(meta["name"]),
-        version=str(meta["version"]),
-        path=file,
-        sha256=hashlib.sha256(raw).hexdigest(),
-        cases=tuple(cases),
-    )
+        raise error(f"{file}: no cases")
+    return CaseFile(str(meta["name"]), str(meta["version"]), file, hashlib.sha256(raw).hexdigest(), tuple(cases))
+
+
+def load_dataset(path: str | Path | None = None) -> Dataset:
+    """Read and validate a cases file (default: the bundled ``naila_cases.jsonl``)."""
+    read = read_case_file(Path(path) if path is not None else DEFAULT_CASES, parse_case, CaseError)
+    return Dataset(name=read.name, version=read.version, path=read.path, sha256=read.sha256, cases=read.cases)
 
 
 def categories_of(cases: Iterable[Case]) -> list[str]:
