@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Generator
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -97,51 +98,53 @@ class ActionTaker:
         system = SystemMessage(f"{self.persona}\n\n{ACTION_GUIDANCE}")
         return [system, *history, HumanMessage(state.get("text", ""))]
 
-    def invoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        if not self.applies(state):
-            return {}
+    def _plan(self, state: dict[str, Any]) -> Generator[tuple[Any, list[BaseMessage]], Any, dict[str, Any]]:
+        """The calls of one command, sync or async alike: yields (bound model, messages), is sent the reply,
+        returns the turn's update."""
         assert self.chat_model is not None
         actions: list[ValidatedAction] = []
         reply = None
+        for choice in self._choices(state):  # one forced call per part the command names
+            bound = self.chat_model.bind_tools(self.tools, tool_choice=choice)
+            messages = self._messages(state)
+            for _ in range(1 + MAX_REPAIR_ROUNDS):
+                reply = yield bound, messages
+                if (taken := self._valid(reply, messages)) is not None:
+                    actions += taken
+                    break
+            else:
+                return self._unable()
+        return self._done(actions, reply)
+
+    def invoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        if not self.applies(state):
+            return {}
+        plan = self._plan(state)
         try:
-            for choice in self._choices(state):  # one forced call per part the command names
-                bound = self.chat_model.bind_tools(self.tools, tool_choice=choice)
-                messages = self._messages(state)
-                for _ in range(1 + MAX_REPAIR_ROUNDS):
-                    reply = bound.invoke(messages, config)
-                    if (taken := self._valid(reply, messages)) is not None:
-                        actions += taken
-                        break
-                else:
-                    return self._unable()
+            bound, messages = next(plan)
+            while True:
+                bound, messages = plan.send(bound.invoke(messages, config))
+        except StopIteration as done:
+            return dict(done.value)
         except GenerationCancelledError:
             raise
         except Exception as exc:  # a model failure: the pattern answer says so
             return self._failed(state, exc)
-        return self._done(actions, reply)
 
     async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         if not self.applies(state):
             return {}
-        assert self.chat_model is not None
-        actions: list[ValidatedAction] = []
-        reply = None
+        plan = self._plan(state)
         try:
-            for choice in self._choices(state):
-                bound = self.chat_model.bind_tools(self.tools, tool_choice=choice)
-                messages = self._messages(state)
-                for _ in range(1 + MAX_REPAIR_ROUNDS):
-                    reply = await bound.ainvoke(messages, config)
-                    if (taken := self._valid(reply, messages)) is not None:
-                        actions += taken
-                        break
-                else:
-                    return self._unable()
+            bound, messages = next(plan)
+            while True:
+                bound, messages = plan.send(await bound.ainvoke(messages, config))
+        except StopIteration as done:
+            return dict(done.value)
         except GenerationCancelledError:
             raise
         except Exception as exc:  # a model failure: the pattern answer says so
             return self._failed(state, exc)
-        return self._done(actions, reply)
 
     @staticmethod
     def _choices(state: dict[str, Any]) -> list[str]:
