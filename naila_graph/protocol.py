@@ -398,16 +398,30 @@ def parse_cancel(payload: bytes, *, max_bytes: int) -> CancelRequest:
         raise _with_ids(exc, device_id, _known_task_id(obj)) from None
 
 
-def response_payload(request: Request, result: dict[str, Any]) -> dict[str, Any]:
+def _addressed(request: Request) -> dict[str, Any]:
+    """What every message about a request starts with: its task, our name, its device, the time."""
     return {
         "task_id": request.task_id,
         "source": "ai_server",
         "target_device": request.device_id,
         "timestamp": utc_timestamp(),
+    }
+
+
+def _said(result: dict[str, Any]) -> dict[str, Any]:
+    """The answer's words and the intent they answer."""
+    return {
+        "text": result.get("response_text", ""),
+        "intent": result.get("intent", "general"),
+        "confidence": round(float(result.get("intent_confidence") or 0.0), 3),
+    }
+
+
+def response_payload(request: Request, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **_addressed(request),
         "response": {
-            "text": result.get("response_text", ""),
-            "intent": result.get("intent", "general"),
-            "confidence": round(float(result.get("intent_confidence") or 0.0), 3),
+            **_said(result),
             "source": result.get("response_source") or "pattern",
             "finish_reason": result.get("finish_reason") or "stop",
             "expects_reply": bool(result.get("expects_reply")),
@@ -419,16 +433,9 @@ def response_payload(request: Request, result: dict[str, Any]) -> dict[str, Any]
 def command_payload(request: Request, result: dict[str, Any]) -> dict[str, Any]:
     """The ``naila/command/request`` message of the actions a turn took (upstream NAILA's format)."""
     return {
-        "task_id": request.task_id,
-        "source": "ai_server",
-        "target_device": request.device_id,
-        "timestamp": utc_timestamp(),
+        **_addressed(request),
         "priority": "normal",
-        "response": {
-            "text": result.get("response_text", ""),
-            "intent": result.get("intent", "general"),
-            "confidence": round(float(result.get("intent_confidence") or 0.0), 3),
-        },
+        "response": _said(result),
         "commands": list(result.get("commands") or []),
     }
 
