@@ -825,14 +825,7 @@ class _Converter:
             if items in (None, True)
             else self.visit(items, f"{name}-item", _pointer(pointer, "items"))
         )
-        if hi is None and self.limits.max_items is not None:
-            hi = max(lo, self.limits.max_items)
-        if lo > MAX_REPETITION:
-            raise _fail("minItems", _pointer(pointer, "minItems"), f"more than {MAX_REPETITION}")
-        if hi is not None and hi > MAX_REPETITION:
-            hi = None
-        if hi is not None and hi < lo:
-            raise _fail("maxItems", _pointer(pointer, "maxItems"), "smaller than minItems")
+        hi = _count_bounds(lo, hi, self.limits.max_items, pointer, "minItems", "maxItems")
         return f'"[" space {_separated(item, lo, hi)} space "]"'
 
     def string_rule(self, schema: dict[str, Any], name: str, pointer: str) -> str:
@@ -858,14 +851,7 @@ class _Converter:
             return f'"\\"" {_UUID} "\\""'
         lo = int(schema.get("minLength", 0))
         hi: int | None = schema.get("maxLength")
-        if hi is None and "maxLength" not in schema and self.limits.max_length is not None:
-            hi = max(lo, self.limits.max_length)
-        if lo > MAX_REPETITION:
-            raise _fail("minLength", _pointer(pointer, "minLength"), f"more than {MAX_REPETITION}")
-        if hi is not None and hi > MAX_REPETITION:
-            hi = None
-        if hi is not None and hi < lo:
-            raise _fail("maxLength", _pointer(pointer, "maxLength"), "smaller than minLength")
+        hi = _count_bounds(lo, hi, self.limits.max_length, pointer, "minLength", "maxLength")
         return f'"\\"" {_repeat(self.builtin("char"), lo, hi)} "\\""'
 
     def number_rule(self, schema: dict[str, Any], kind: str, pointer: str) -> str:
@@ -908,6 +894,20 @@ class _Converter:
     def grammar(self) -> str:
         order = ["root", *sorted(k for k in self.rules if k != "root")]
         return "\n".join(f"{k} ::= {self.rules[k]}" for k in order) + "\n"
+
+
+def _count_bounds(lo: int, hi: int | None, default: int | None, pointer: str, lo_key: str, hi_key: str) -> int | None:
+    """The upper bound of a count (string length, array items): the schema's, else ``default`` (a bound for
+    a small model that would wander), None above llama.cpp's repetition limit; ``lo`` checked against both."""
+    if hi is None and default is not None:
+        hi = max(lo, default)
+    if lo > MAX_REPETITION:
+        raise _fail(lo_key, _pointer(pointer, lo_key), f"more than {MAX_REPETITION}")
+    if hi is not None and hi > MAX_REPETITION:
+        hi = None
+    if hi is not None and hi < lo:
+        raise _fail(hi_key, _pointer(pointer, hi_key), f"smaller than {lo_key}")
+    return hi
 
 
 def _tighter(inclusive: float | None, exclusive: float | None, *, low: bool) -> tuple[float | None, bool]:
