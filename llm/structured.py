@@ -47,7 +47,7 @@ def structured_output(
             else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
         )
     else:
-        json_schema = convert_to_json_schema(schema) if schema is not None else {"type": "object"}
+        json_schema = _json_schema(schema)
         grammar = schema_to_grammar(
             json_schema if method == "json_schema" else {"type": "object"},
             default_max_length=model.json_max_string_length,
@@ -60,3 +60,16 @@ def structured_output(
     parsed = RunnablePassthrough.assign(parsed=itemgetter("raw") | parser, parsing_error=lambda _: None)
     failed = RunnablePassthrough.assign(parsed=lambda _: None)
     return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+
+
+def _json_schema(schema: Any) -> dict[str, Any]:
+    """``schema`` as a JSON schema; a plain JSON schema dict without a ``title`` (which LangChain's converter
+    requires) is taken as it is, so the grammar converter can name what it does not support."""
+    if schema is None:
+        return {"type": "object"}
+    try:
+        return convert_to_json_schema(schema)
+    except ValueError:
+        if isinstance(schema, dict) and "function" not in schema:
+            return schema
+        raise

@@ -176,3 +176,13 @@ def test_a_fenced_envelope_at_the_start_is_a_call(fence: str) -> None:
     message = _run(QWEN_FORMAT, text, "auto", 3)
     assert [(c["name"], c["args"]) for c in message.tool_calls] == [("set_lights", {"color": "red"})]
     assert message.content == ""
+
+
+def test_structured_output_names_an_unsupported_keyword_of_a_plain_json_schema() -> None:
+    from llm import ChatLlamaCpp
+
+    model = ChatLlamaCpp(model_path="unused.gguf")  # building the grammar loads nothing
+    with pytest.raises(ValueError, match=r"'not' at #/not is not supported"):
+        model.with_structured_output({"type": "object", "not": {}})
+    with pytest.raises(ValueError, match="method must be one of"):
+        model.with_structured_output({"type": "object"}, method="bogus")  # type: ignore[arg-type]
