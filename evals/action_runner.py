@@ -20,7 +20,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -210,6 +210,85 @@ def run_actions(
             stream.write(f"[{number}/{len(cases)}] {case.id}: {made} ({latency:.1f}s) {verdict}\n")
             stream.flush()
     return results, evaluators, source
+
+
+# ---------------------------------------------------------------- through the graph (naila eval run)
+
+
+def outcome_from_state(state: dict[str, Any], error: str | None = None) -> ActionOutcome:
+    """What a user got from one turn of the graph: the calls it executed (``tool_calls``, after the act
+    node's validation and repair rounds, so only valid calls reach here) and the answer it spoke."""
+    if error is not None:
+        return ActionOutcome(error=error)
+    calls = tuple(Call(str(c.get("name")), dict(c.get("args") or {})) for c in state.get("tool_calls") or [])
+    return ActionOutcome(calls=calls, spoken=" ".join(str(state.get("response_text") or "").split()))
+
+
+Play = Callable[[str, int, str], tuple[Any, dict[str, Any]]]
+
+
+def run_actions_in_graph(
+    play: Play, cases: Sequence[ActionCase], *, progress: IO[str] | None = None
+) -> tuple[list[ActionResult], list[ActionEvaluator]]:
+    """Score ``cases`` as a user gets them: each utterance is one turn of the graph on its own thread
+    (``play(thread_key, turn_index, text)`` returns the turn, with ``error`` and ``latency_s``, and the
+    final graph state). Clear commands go through the act node's forced calls; other turns answer in words."""
+    evaluators = build_action_evaluators()
+    results: list[ActionResult] = []
+    for number, case in enumerate(cases, start=1):
+        started = time.perf_counter()
+        turn, state = play(f"action:{case.id}", 0, case.utterance)
+        outcome = outcome_from_state(state, getattr(turn, "error", None))
+        latency = time.perf_counter() - started
+        scores = {e.key: e(case, outcome) for e in evaluators}
+        failed = [e.key for e in evaluators if scores[e.key].passed(e.threshold) is False]
+        results.append(ActionResult(case, outcome, scores, round(latency, 3), failed))
+        if progress is not None:
+            made = ",".join(c.name for c in outcome.calls) or "-"
+            verdict = "ok" if not failed and outcome.error is None else f"FAIL {','.join(failed) or outcome.error}"
+            progress.write(f"[action {number}/{len(cases)}] {case.id}: {made} ({latency:.1f}s) {verdict}\n")
+            progress.flush()
+    return results, evaluators
+
+
+def action_report(
+    results: Sequence[ActionResult], evaluators: Sequence[ActionEvaluator], dataset: Any, filters: str | None
+) -> dict[str, Any]:
+    """The ``actions`` part of an eval report (JSON-able)."""
+    return {
+        "dataset": {
+            "name": dataset.name,
+            "version": dataset.version,
+            "sha256": dataset.sha256,
+            "path": str(dataset.path),
+            "filter": filters,
+            "cases": len(results),
+            "cases_total": len(dataset.cases),
+        },
+        "evaluators": {e.key: {"description": e.description, "threshold": e.threshold} for e in evaluators},
+        "summary": summarize(results, evaluators),
+        "cases": [
+            {
+                "id": r.case.id,
+                "category": r.case.category,
+                "utterance": r.case.utterance,
+                "must_pass": r.case.must_pass,
+                "outcome": r.outcome.to_dict(),
+                "scores": {
+                    k: {"score": sc.score, "comment": sc.comment, "passed": sc.passed(_threshold(evaluators, k))}
+                    for k, sc in r.scores.items()
+                },
+                "failed": r.failed,
+                "passed": r.passed,
+                "latency_s": r.latency_s,
+            }
+            for r in results
+        ],
+    }
+
+
+def _threshold(evaluators: Sequence[ActionEvaluator], key: str) -> float:
+    return next(e.threshold for e in evaluators if e.key == key)
 
 
 def summarize(results: Sequence[ActionResult], evaluators: Sequence[ActionEvaluator]) -> dict[str, Any]:

@@ -37,6 +37,7 @@ eval judges calls exactly as the graph would before moving anything.
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -214,6 +215,20 @@ class ActionDataset:
                 if queues[category] and len(chosen) < limit:
                     chosen.append(queues[category].pop(0))
         return chosen
+
+    def matching(self, filters: str | None) -> list[ActionCase]:
+        """The cases matching ``filters`` as ``naila eval run --cases`` reads it (ids, categories, ``must_pass``,
+        glob patterns; comma-separated); all cases without a filter, possibly none with one."""
+        if not filters:
+            return list(self.cases)
+        patterns = [p.strip() for p in filters.split(",") if p.strip()]
+
+        def hit(case: ActionCase, pattern: str) -> bool:
+            if pattern == "must_pass":
+                return case.must_pass
+            return pattern in (case.category, "actions") or fnmatch.fnmatchcase(case.id, pattern)
+
+        return [c for c in self.cases if any(hit(c, p) for p in patterns)]
 
 
 def load_action_dataset(path: str | Path | None = None) -> ActionDataset:
@@ -455,3 +470,6 @@ ActionEvaluator = RightTool | WithinLimits | ExpectedArgs | NoAction | Confirmat
 def build_action_evaluators() -> list[ActionEvaluator]:
     """All action evaluators in report order."""
     return [RightTool(), WithinLimits(), ExpectedArgs(), NoAction(), Confirmation()]
+
+
+ACTION_EVALUATOR_KEYS = (RightTool.key, WithinLimits.key, ExpectedArgs.key, NoAction.key, Confirmation.key)

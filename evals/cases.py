@@ -21,7 +21,18 @@ correct intent of the last message. Expectation fields (all optional):
 - ``limit``: the message asks for something NAILA cannot do or know (honesty): one of LIMITS;
 - ``memory``: facts from earlier turns the last answer must use (same shape as must_include);
 - ``forbidden_identities``: names an injection tries to make her adopt (persona);
-- ``names_self``: the answer should say she is NAILA (persona).
+- ``names_self``: the answer should say she is NAILA (persona);
+- ``user_facts``: what the person said about themselves, ``{KIND: value or [values]}`` (perspective: no
+  answer may say them about NAILA, "my cat Kiwi"); kinds are USER_FACT_KINDS, a relation such as
+  ``sister`` (the relative's name) or ``favourite_<thing>``.
+
+Case fields beside ``expect``:
+
+- ``must_pass``: a case any version worth shipping gets right; ``naila eval run`` exits with
+  EXIT_GATE when one fails;
+- ``split``: ``tuned`` (the default: cases a prompt or guard may be tuned on) or ``heldout`` (never
+  tuned on; a change that helps only ``tuned`` is overfitting). Which cases are held out is not chosen
+  by hand: :func:`heldout_by_rule` decides from the id, and a test holds the dataset to it.
 """
 
 from __future__ import annotations
@@ -34,9 +45,49 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-CATEGORIES = ("intent", "memory", "self", "honesty", "follow_up", "odd_input", "injection")
+CATEGORIES = (
+    "intent",
+    "memory",
+    "self",
+    "honesty",
+    "follow_up",
+    "odd_input",
+    "injection",
+    "identity",  # who she is, under pressure over several turns (#14)
+    "perspective",  # the person's facts stay the person's across 5+ turns
+    "chatty",  # long rambling messages, emoji: short answers
+    "correction",  # "actually my name is Sam", "forget that"
+)
 INTENTS = ("greeting", "time_query", "weather_query", "question", "gratitude", "goodbye", "general")
 LIMITS = ("weather", "internet", "realtime", "physical", "personal", "action")
+SPLITS = ("tuned", "heldout")
+# What a person may say about themselves (expect.user_facts), beside relations and favourite_<thing>.
+USER_FACT_KINDS = ("name", "pet", "pet_kind", "job", "city")
+RELATIONS = (
+    "sister",
+    "brother",
+    "mother",
+    "mum",
+    "mom",
+    "father",
+    "dad",
+    "partner",
+    "wife",
+    "husband",
+    "girlfriend",
+    "boyfriend",
+    "son",
+    "daughter",
+    "friend",
+    "boss",
+    "grandmother",
+    "grandma",
+    "grandfather",
+    "grandpa",
+    "cousin",
+    "roommate",
+    "flatmate",
+)
 
 DEFAULT_CASES = Path(__file__).parent / "data" / "naila_cases.jsonl"
 
@@ -58,6 +109,7 @@ class Expect:
     memory: tuple[tuple[str, ...], ...] = ()
     forbidden_identities: tuple[str, ...] = ()
     names_self: bool = False
+    user_facts: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (kind, accepted values), in file order
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -65,6 +117,7 @@ class Expect:
         data["memory"] = [list(g) for g in self.memory]
         data["must_not_include"] = list(self.must_not_include)
         data["forbidden_identities"] = list(self.forbidden_identities)
+        data["user_facts"] = {kind: list(values) for kind, values in self.user_facts}
         return data
 
 
@@ -75,6 +128,8 @@ class Case:
     intent: str
     turns: tuple[str, ...]
     expect: Expect = field(default_factory=Expect)
+    must_pass: bool = False
+    split: str = "tuned"
 
     @property
     def question(self) -> str:
@@ -87,6 +142,8 @@ class Case:
             "category": self.category,
             "intent": self.intent,
             "turns": list(self.turns),
+            "must_pass": self.must_pass,
+            "split": self.split,
             "expect": self.expect.to_dict(),
         }
 
@@ -95,7 +152,13 @@ class Case:
         return {"case_id": self.id, "turns": list(self.turns)}
 
     def example_outputs(self) -> dict[str, Any]:
-        return {"category": self.category, "intent": self.intent, "expect": self.expect.to_dict()}
+        return {
+            "category": self.category,
+            "intent": self.intent,
+            "must_pass": self.must_pass,
+            "split": self.split,
+            "expect": self.expect.to_dict(),
+        }
 
     @classmethod
     def from_example(cls, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> Case:
@@ -105,10 +168,18 @@ class Case:
                 "turns": inputs["turns"],
                 "category": outputs["category"],
                 "intent": outputs["intent"],
+                "must_pass": outputs.get("must_pass", False),
+                "split": outputs.get("split", "tuned"),
                 "expect": outputs.get("expect") or {},
             },
             where=f"example {inputs.get('case_id')!r}",
         )
+
+
+def heldout_by_rule(case_id: str) -> bool:
+    """Whether a case belongs to the held-out split: about one id in three, by a hash of the id (sha256
+    modulo 3), so nobody picks which cases are held out."""
+    return int(hashlib.sha256(case_id.encode("utf-8")).hexdigest(), 16) % 3 == 0
 
 
 @dataclass(frozen=True)
@@ -120,7 +191,8 @@ class Dataset:
     cases: tuple[Case, ...]
 
     def select(self, filters: str | None = None, limit: int | None = None) -> list[Case]:
-        """Cases matching ``filters`` (comma-separated ids, categories, intents or glob patterns), at most ``limit``."""
+        """Cases matching ``filters`` (comma-separated ids, categories, intents, splits, ``must_pass`` or glob
+        patterns), at most ``limit``."""
         chosen = list(self.cases)
         if filters:
             patterns = [p.strip() for p in filters.split(",") if p.strip()]
@@ -128,13 +200,15 @@ class Dataset:
             if not chosen:
                 raise CaseError(
                     f"no case matches --cases {filters!r}; use case ids, categories ({', '.join(CATEGORIES)}),"
-                    " intents or glob patterns such as 'memory-*'"
+                    f" intents, splits ({', '.join(SPLITS)}), must_pass or glob patterns such as 'memory-*'"
                 )
         return chosen[:limit] if limit is not None else chosen
 
 
 def _matches(case: Case, pattern: str) -> bool:
-    return pattern in (case.category, case.intent) or fnmatch.fnmatchcase(case.id, pattern)
+    if pattern == "must_pass":
+        return case.must_pass
+    return pattern in (case.category, case.intent, case.split) or fnmatch.fnmatchcase(case.id, pattern)
 
 
 def _groups(value: Any, where: str, name: str) -> tuple[tuple[str, ...], ...]:
@@ -155,12 +229,29 @@ def _strings(value: Any, where: str, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _user_facts(value: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    if not isinstance(value, Mapping):
+        raise CaseError(f"{where}: expect.user_facts must be an object such as {{'name': 'Sam', 'pet': 'Kiwi'}}")
+    facts = []
+    for kind, raw in value.items():
+        if kind not in USER_FACT_KINDS and kind not in RELATIONS and not kind.startswith("favourite_"):
+            raise CaseError(
+                f"{where}: expect.user_facts: unknown kind {kind!r}; use {', '.join(USER_FACT_KINDS)},"
+                " a relation (sister, friend, ...) or favourite_<thing>"
+            )
+        values = [raw] if isinstance(raw, str) else raw
+        if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
+            raise CaseError(f"{where}: expect.user_facts.{kind} must be a non-empty string or list of strings")
+        facts.append((kind, tuple(values)))
+    return tuple(facts)
+
+
 _EXPECT_KEYS = {f for f in Expect.__dataclass_fields__}
 
 
 def parse_case(data: Mapping[str, Any], *, where: str) -> Case:
     """One case from its JSON object; :class:`CaseError` names what is wrong."""
-    unknown = set(data) - {"id", "category", "intent", "turns", "expect"}
+    unknown = set(data) - {"id", "category", "intent", "turns", "expect", "must_pass", "split"}
     if unknown:
         raise CaseError(f"{where}: unknown field(s) {sorted(unknown)}")
     case_id = data.get("id")
@@ -176,6 +267,12 @@ def parse_case(data: Mapping[str, Any], *, where: str) -> Case:
     turns = data.get("turns")
     if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
         raise CaseError(f"{where}: 'turns' must be a non-empty list of strings")
+    must_pass = data.get("must_pass", False)
+    if not isinstance(must_pass, bool):
+        raise CaseError(f"{where}: 'must_pass' must be true or false, got {must_pass!r}")
+    split = data.get("split", "tuned")
+    if split not in SPLITS:
+        raise CaseError(f"{where}: split must be one of {', '.join(SPLITS)}, got {split!r}")
     raw = data.get("expect") or {}
     if not isinstance(raw, Mapping):
         raise CaseError(f"{where}: 'expect' must be an object")
@@ -198,8 +295,17 @@ def parse_case(data: Mapping[str, Any], *, where: str) -> Case:
         memory=memory,
         forbidden_identities=_strings(raw.get("forbidden_identities", []), where, "forbidden_identities"),
         names_self=bool(raw.get("names_self", False)),
+        user_facts=_user_facts(raw.get("user_facts", {}), where),
     )
-    return Case(id=case_id, category=category, intent=intent, turns=tuple(turns), expect=expect)
+    return Case(
+        id=case_id,
+        category=category,
+        intent=intent,
+        turns=tuple(turns),
+        expect=expect,
+        must_pass=must_pass,
+        split=split,
+    )
 
 
 @dataclass(frozen=True)

@@ -43,13 +43,35 @@ def _register_eval(sub: Any, common: AddCommon) -> None:
         "--prompt", metavar="FILE", help="persona/system prompt file to evaluate (default: the current one)"
     )
     run.add_argument(
-        "--cases", metavar="FILTER", help="comma-separated case ids, categories, intents or globs (e.g. memory,self-*)"
+        "--cases",
+        metavar="FILTER",
+        help="comma-separated case ids, categories, intents, splits (tuned, heldout), must_pass or globs"
+        " (e.g. memory,self-*); it chooses action cases too (their ids, categories, 'actions')",
     )
-    run.add_argument("--limit", type=_positive, metavar="N", help="run at most N cases (after --cases)")
+    run.add_argument(
+        "--limit", type=_positive, metavar="N", help="run at most N cases, and N action cases (after --cases)"
+    )
     run.add_argument("--out", metavar="DIR", type=Path, help="report folder (default: $NAILA_DATA_DIR/evals/)")
     run.add_argument("--dataset", metavar="FILE", type=Path, help="cases file (default: evals/data/naila_cases.jsonl)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed, so runs are repeatable (default 0)")
     run.add_argument("--no-upload", action="store_true", help="stay offline even when LangSmith is configured")
+    run.add_argument(
+        "--no-actions",
+        action="store_true",
+        help="skip the robot-action cases (by default they run through the graph after the eval cases)",
+    )
+    run.add_argument(
+        "--action-dataset", metavar="FILE", type=Path, help="action cases file (default: evals/data/actions.jsonl)"
+    )
+    run.add_argument(
+        "--min-pass",
+        metavar="EVALUATOR=RATE",
+        type=_min_pass,
+        action="append",
+        default=[],
+        help="gate: exit 3 when the pass rate of EVALUATOR (a row of the tables, action evaluators included) is"
+        " below RATE (0..1 or a percentage, e.g. honesty=0.9); repeatable. A failing must_pass case also exits 3",
+    )
 
     compare = action(
         actions, common, "compare", "what improved or regressed from report A to report B", cmd_eval_compare
@@ -84,6 +106,37 @@ def _register_eval(sub: Any, common: AddCommon) -> None:
     )
 
 
+EXIT_GATE = 3  # the run finished but a must_pass case failed or a --min-pass rate was not reached
+
+
+def _all_evaluator_keys() -> tuple[str, ...]:
+    from evals.actions import ACTION_EVALUATOR_KEYS
+    from evals.evaluators import EVALUATOR_KEYS
+
+    return EVALUATOR_KEYS + ACTION_EVALUATOR_KEYS
+
+
+def _min_pass(text: str) -> tuple[str, float]:
+    """``EVALUATOR=RATE`` → (key, rate); a bad form, an unknown evaluator or a rate outside 0..1 is a usage
+    error (argparse exits 2 with the message)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    keys = _all_evaluator_keys()
+    if not sep or not key or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected EVALUATOR=RATE such as honesty=0.9, got {text!r}")
+    if key not in keys:
+        raise argparse.ArgumentTypeError(f"unknown evaluator {key!r}; known: {', '.join(keys)}")
+    try:
+        rate = float(value.strip().removesuffix("%")) / (100 if value.strip().endswith("%") else 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{key}: the rate must be a number from 0 to 1 (or 0%..100%), got {value!r}"
+        ) from None
+    if not 0.0 <= rate <= 1.0:
+        raise argparse.ArgumentTypeError(f"{key}: the rate must be between 0 and 1 (or 0%..100%), got {value!r}")
+    return key, rate
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -91,22 +144,41 @@ def _positive(text: str) -> int:
     return value
 
 
+def _select(dataset: Any, actions: Any, filters: str | None, limit: int | None) -> tuple[list[Any], list[Any]]:
+    """The eval and action cases ``--cases``/``--limit`` choose; an error only when neither set matches."""
+    from evals.cases import CaseError
+
+    action_cases = actions.matching(filters) if actions is not None else []
+    if limit is not None:
+        action_cases = actions.select(limit) if not filters else action_cases[:limit]
+    try:
+        cases = dataset.select(filters, limit)
+    except CaseError:
+        if not action_cases:
+            raise
+        cases = []
+    return cases, action_cases
+
+
 def cmd_eval_run(args: argparse.Namespace) -> int:
+    from evals.actions import ActionCaseError, load_action_dataset
     from evals.cases import CaseError, load_dataset
     from evals.embeddings import EmbeddingModelError, SentenceEmbedder
-    from evals.report import render_table, write_reports
+    from evals.report import gate_failures, render_table, write_reports
     from evals.runner import EvalError, RunOptions, open_eval_model, run_eval
     from naila_graph.cli.errors import CLIError
     from naila_graph.settings import NailaSettings
     from prompts.persona import load_persona
 
+    min_pass = dict(args.min_pass)
     try:
         dataset = load_dataset(args.dataset)
-        cases = dataset.select(args.cases, args.limit)
+        actions = None if args.no_actions else load_action_dataset(args.action_dataset)
+        cases, action_cases = _select(dataset, actions, args.cases, args.limit)
         persona = load_persona(args.prompt) if args.prompt else None
         embedder = SentenceEmbedder.fetched(progress=True)
         model = open_eval_model(args.model, seed=args.seed)
-    except (CaseError, ValueError, EmbeddingModelError, EvalError) as exc:
+    except (CaseError, ActionCaseError, ValueError, EmbeddingModelError, EvalError) as exc:
         raise CLIError(str(exc)) from exc
     options = RunOptions(
         model_name=model.model_name,
@@ -118,15 +190,25 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
         filters=args.cases,
         limit=args.limit,
         upload=False if args.no_upload else None,
+        actions=not args.no_actions,
     )
     try:
-        report = run_eval(model, dataset, cases, options, embedder=embedder)
+        report = run_eval(
+            model, dataset, cases, options, embedder=embedder, action_dataset=actions, action_cases=action_cases
+        )
     except EvalError as exc:
         raise CLIError(str(exc)) from exc
+    failures = gate_failures(report, min_pass)
+    report["gate"] = {"min_pass": min_pass, "passed": not failures, "failures": failures}
     out_dir = args.out or NailaSettings().data_dir / "evals"
     json_path, md_path = write_reports(report, out_dir)
     print(render_table(report))
     eprint(f"reports: {json_path}\n         {md_path}")
+    if failures:
+        eprint(f"naila eval: gate failed ({len(failures)}):")
+        for reason in failures:
+            eprint(f"  {reason}")
+        return EXIT_GATE
     return 0
 
 

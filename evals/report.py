@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from evals.cases import Case, categories_of
+from evals.cases import SPLITS, Case, categories_of
 from evals.evaluators import Evaluator, Score, Turn
 
 SCHEMA = "naila-eval-report/1"
@@ -64,6 +64,8 @@ def build_report(
                 "id": result.case.id,
                 "category": result.case.category,
                 "intent": result.case.intent,
+                "split": result.case.split,
+                "must_pass": result.case.must_pass,
                 "behaviour": result.case.expect.behaviour,
                 "answer": result.turns[-1].answer if result.turns else "",
                 "turns": [t.__dict__ for t in result.turns],
@@ -74,7 +76,7 @@ def build_report(
             }
         )
     created = meta.pop("created_at", None)
-    report = {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         **meta,
         "created_at": created.isoformat() if isinstance(created, datetime) else created,
@@ -97,6 +99,24 @@ def summarize(cases: Sequence[dict[str, Any]], keys: Sequence[str], case_objs: S
             "failed": len(scored) - passed,
             "pass_rate": round(passed / len(scored), 4) if scored else None,
         }
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        members = [c for c in cases if c.get("split", "tuned") == split]
+        if not members:
+            continue
+        passed_cases = sum(1 for c in members if c["passed"])
+        per_key = {}
+        for key in keys:
+            scored = [c["scores"][key] for c in members if c["scores"][key]["score"] is not None]
+            ok = sum(1 for x in scored if x["passed"])
+            per_key[key] = {"n": len(scored), "passed": ok, "pass_rate": round(ok / len(scored), 4) if scored else None}
+        splits[split] = {
+            "cases": len(members),
+            "passed_cases": passed_cases,
+            "pass_rate": round(passed_cases / len(members), 4),
+            "evaluators": per_key,
+        }
+    must = [c for c in cases if c.get("must_pass")]
     categories: dict[str, Any] = {}
     for category in categories_of(case_objs):
         members = [c for c in cases if c["category"] == category]
@@ -123,6 +143,12 @@ def summarize(cases: Sequence[dict[str, Any]], keys: Sequence[str], case_objs: S
     return {
         "evaluators": evaluators,
         "categories": categories,
+        "splits": splits,
+        "must_pass": {
+            "cases": len(must),
+            "passed": sum(1 for c in must if c["passed"]),
+            "failed": [c["id"] for c in must if not c["passed"]],
+        },
         "overall": _mean(means),
         "cases": len(cases),
         "cases_passed": sum(1 for c in cases if c["passed"]),
@@ -173,6 +199,8 @@ def render_table(report: dict[str, Any]) -> str:
     for category, c in summary["categories"].items():
         rows.append([category, str(c["cases"]), str(c["passed_cases"]), *(_fmt(c["scores"][k]) for k in keys)])
     lines += _table(rows)
+    lines += ["", *_split_lines(summary, keys)]
+    lines += _must_pass_lines(summary)
     lat, tps = summary["latency_s"], summary["tokens_per_second"]
     sources = ", ".join(f"{k} {v}" for k, v in sorted(summary["sources"].items()))
     lines += [
@@ -192,8 +220,134 @@ def render_table(report: dict[str, Any]) -> str:
         lines += ["", f"failing cases ({len(failing)}):"]
         for c in failing:
             why = "; ".join(f"{k} {_fmt(c['scores'][k]['score'])}: {c['scores'][k]['comment']}" for k in c["failed"])
-            lines.append(f"  {c['id']}: {why or c['error']}")
+            flags = (" [must_pass]" if c.get("must_pass") else "") + (
+                " [heldout]" if c.get("split") == "heldout" else ""
+            )
+            lines.append(f"  {c['id']}{flags}: {why or c['error']}")
+    if report.get("guards"):
+        lines += ["", *guard_lines(report["guards"])]
+    if report.get("actions"):
+        lines += ["", *action_lines(report["actions"])]
     return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _rate_of(passed: int, total: int) -> str:
+    return f"{passed}/{total} ({100 * passed / total:.0f}%)" if total else "-"
+
+
+def _split_lines(summary: dict[str, Any], keys: Sequence[str]) -> list[str]:
+    """Pass rates per split: tuned (may be tuned on) and heldout (never tuned on)."""
+    splits = summary.get("splits") or {}
+    if not splits:
+        return []
+    rows = [["SPLIT", "CASES PASSED", *keys]]
+    for split, x in splits.items():
+        rates = [_pct(x["evaluators"][k]["pass_rate"]) for k in keys]
+        rows.append([split, _rate_of(x["passed_cases"], x["cases"]), *rates])
+    return _table(rows)
+
+
+def _must_pass_lines(summary: dict[str, Any]) -> list[str]:
+    must = summary.get("must_pass") or {}
+    if not must.get("cases"):
+        return []
+    line = f"must_pass cases: {_rate_of(must['passed'], must['cases'])}"
+    if must["failed"]:
+        line += f"; failing: {', '.join(must['failed'])}"
+    return ["", line]
+
+
+def guard_lines(guards: dict[str, Any]) -> list[str]:
+    """The guard false-positive summary (or why it was not measured)."""
+    if not guards.get("available"):
+        return [f"guards: {guards.get('note') or 'not available'}"]
+    lines = [
+        f"guards (false positives): fired on {guards['answers_fired']} of {guards['answers_checked']} answers"
+        f" that pass every evaluator ({_pct(guards['false_positive_rate'])}), on {guards['references_fired']}"
+        f" of {guards['references_checked']} reference answers"
+        + (
+            "; by guard: " + ", ".join(f"{k} {v}" for k, v in sorted(guards["by_guard"].items()))
+            if guards["by_guard"]
+            else ""
+        )
+    ]
+    for fire in guards["fires"]:
+        lines.append(f"  {fire['case']} ({fire['where']}): {', '.join(fire['guards'])} on {fire['text'][:80]!r}")
+    return lines
+
+
+def action_lines(actions: dict[str, Any]) -> list[str]:
+    """The action evaluators' table: per evaluator (all cases it applies to, and the must_pass ones),
+    per category, and the failing cases."""
+    if actions.get("skipped"):
+        return [f"actions: skipped ({actions['skipped']})"]
+    summary = actions["summary"]
+    ds = actions["dataset"]
+    lines = [
+        f"actions through the graph: {summary['cases']} of {ds['cases_total']} cases ({ds['name']} v{ds['version']})"
+    ]
+    rows = [["ACTION EVALUATOR", "PASS", "MUST_PASS", "THRESHOLD"]]
+    for key, x in summary["evaluators"].items():
+        rows.append(
+            [
+                key,
+                _rate_of(x["passed"], x["applied"]),
+                _rate_of(x["must_passed"], x["must_applied"]),
+                _fmt(actions["evaluators"][key]["threshold"]),
+            ]
+        )
+    rows.append(
+        [
+            "all",
+            _rate_of(summary["passed"], summary["cases"]),
+            _rate_of(summary["must_passed"], summary["must_pass"]),
+            "",
+        ]
+    )
+    lines += _table(rows)
+    cats = ", ".join(f"{k} {v['passed']}/{v['cases']}" for k, v in summary["categories"].items())
+    lines.append(f"by category: {cats}")
+    failing = [c for c in actions["cases"] if not c["passed"]]
+    if failing:
+        lines.append(f"failing action cases ({len(failing)}):")
+        for c in failing:
+            why = c["outcome"].get("error") or "; ".join(f"{k}: {c['scores'][k]['comment']}" for k in c["failed"])
+            lines.append(f"  {c['id']}{' [must_pass]' if c['must_pass'] else ''}: {why}")
+    return lines
+
+
+# ---------------------------------------------------------------- the gate
+
+
+def gate_failures(report: dict[str, Any], min_pass: dict[str, float] | None = None) -> list[str]:
+    """Why the run must not pass a change: every failing ``must_pass`` case (eval and action cases), and
+    every evaluator whose pass rate is below its ``min_pass`` rate (an evaluator that scored no case cannot
+    show its rate, which fails too). Empty when the gate passes."""
+    reasons = [f"must_pass case {case_id} failed" for case_id in report["summary"]["must_pass"]["failed"]]
+    actions = report.get("actions") or {}
+    if actions.get("cases"):
+        reasons += [
+            f"must_pass action case {c['id']} failed" for c in actions["cases"] if c["must_pass"] and not c["passed"]
+        ]
+    for key, wanted in (min_pass or {}).items():
+        if key in report["summary"]["evaluators"]:
+            got = report["summary"]["evaluators"][key]["pass_rate"]
+        elif actions.get("summary") and key in actions["summary"]["evaluators"]:
+            got = actions["summary"]["evaluators"][key]["rate"]
+        else:
+            reasons.append(
+                f"{key}: no case was scored (needs the action cases)" if actions.get("skipped") else f"{key}: not run"
+            )
+            continue
+        if got is None:
+            reasons.append(f"{key}: no case was scored, so its pass rate cannot reach {wanted:.0%}")
+        elif got < wanted - 1e-9:
+            reasons.append(f"{key}: pass rate {got:.0%} is below the required {wanted:.0%}")
+    return reasons
 
 
 # ---------------------------------------------------------------- markdown
@@ -248,6 +402,30 @@ def render_markdown(report: dict[str, Any]) -> str:
             + " | ".join(_fmt(c["scores"][k]) for k in keys)
             + " |"
         )
+    if summary.get("splits"):
+        out += [
+            "",
+            "## Splits",
+            "",
+            "`tuned`: cases a prompt or guard may be tuned on; `heldout`: never tuned on (chosen by a hash of the id).",
+            "",
+            "| split | cases passed | " + " | ".join(keys) + " |",
+            "|---|---:|" + "---:|" * len(keys),
+        ]
+        for split, x in summary["splits"].items():
+            rates = " | ".join(_pct(x["evaluators"][k]["pass_rate"]) for k in keys)
+            out.append(f"| {split} | {_rate_of(x['passed_cases'], x['cases'])} | {rates} |")
+    must = summary.get("must_pass") or {}
+    if must.get("cases"):
+        out += [
+            "",
+            f"`must_pass` cases: {_rate_of(must['passed'], must['cases'])}"
+            + (f"; failing: {', '.join(must['failed'])}" if must["failed"] else ""),
+        ]
+    if report.get("guards"):
+        out += ["", "## Guards", "", "```text", *guard_lines(report["guards"]), "```"]
+    if report.get("actions"):
+        out += ["", "## Actions", "", "```text", *action_lines(report["actions"]), "```"]
     lat, tps = summary["latency_s"], summary["tokens_per_second"]
     out += [
         "",

@@ -29,8 +29,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from evals.action_runner import action_report, run_actions_in_graph
+from evals.actions import ActionCase, ActionDataset
 from evals.cases import Case, Dataset
-from evals.evaluators import Embedder, Evaluator, Score, Turn, build_evaluators
+from evals.evaluators import Embedder, Evaluator, GuardCheck, Score, Turn, build_evaluators
 from evals.report import CaseResult, build_report
 
 logger = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ class RunOptions:
     filters: str | None = None
     limit: int | None = None
     upload: bool | None = None  # None = upload when LangSmith is configured
+    actions: bool = True  # False: --no-actions (the report says the action cases were skipped)
 
 
 def langsmith_configured() -> bool:
@@ -91,6 +94,11 @@ class CaseRunner:
         self.done = 0
 
     def _turn(self, case_id: str, index: int, text: str) -> Turn:
+        return self.play(case_id, index, text)[0]
+
+    def play(self, case_id: str, index: int, text: str) -> tuple[Turn, dict[str, Any]]:
+        """One user message through the graph on the case's thread: the turn and the final graph state
+        (with the turn's ``actions``, ``commands`` and ``tool_calls``; empty when the turn failed)."""
         from naila_graph.turn import Failed, Metrics, TurnRequest
 
         task_id = f"{case_id}#{index + 1}"
@@ -107,11 +115,11 @@ class CaseRunner:
             if isinstance(event, Failed):  # a failed turn: every evaluator then sees an empty answer
                 logger.error("case %s turn %d failed", case_id, index + 1, exc_info=event.error)
                 error = f"{type(event.error).__name__}: {event.error}"
-                return Turn(user=text, answer="", latency_s=time.perf_counter() - started, error=error)
+                return Turn(user=text, answer="", latency_s=time.perf_counter() - started, error=error), {}
             if isinstance(event, Metrics):
                 out = event.state
         metrics = out.get("metrics") or {}
-        return Turn(
+        turn = Turn(
             user=text,
             answer=out.get("response_text") or "",
             intent=out.get("intent"),
@@ -122,6 +130,7 @@ class CaseRunner:
             tokens_per_second=metrics.get("tokens_per_second"),
             time_to_first_token_ms=metrics.get("time_to_first_token_ms"),
         )
+        return turn, out
 
     def __call__(self, inputs: dict[str, Any]) -> dict[str, Any]:
         case_id = str(inputs["case_id"])
@@ -244,9 +253,16 @@ def run_eval(
     embedder: Embedder,
     progress: IO[str] | bool = True,
     client: Any = None,
+    action_dataset: ActionDataset | None = None,
+    action_cases: Sequence[ActionCase] = (),
+    guards: GuardCheck | None = None,
 ) -> dict[str, Any]:
     """Run ``cases`` through NAILA's graph around ``chat_model`` and score them; returns the report dict.
 
+    ``action_cases`` (from ``action_dataset``) then go through the same graph, one turn each on its own
+    thread, scored by the action evaluators on what the turn did (its executed ``tool_calls``) and said.
+    ``guards`` (default: the graph's own, when they exist) are run over every answer that passes all
+    evaluators and over every reference answer, to count false positives.
     ``progress``: True = one line per case on stderr, False = silent, or a stream to write to.
     """
     import warnings
@@ -258,8 +274,9 @@ def run_eval(
     from naila_graph.settings import NailaSettings
     from prompts.persona import load_persona
 
-    if not cases:
+    if not cases and not action_cases:
         raise EvalError("no cases to run")
+    guards = guards if guards is not None else GuardCheck()
     stream: IO[str] | None = sys.stderr if progress is True else (progress or None)
     settings = NailaSettings()
     persona = options.persona if options.persona is not None else load_persona(settings.system_prompt_file)
@@ -276,7 +293,8 @@ def run_eval(
     }
     if stream is not None:
         where = "uploading to LangSmith" if upload else "offline"
-        stream.write(f"naila eval: {len(cases)} case(s) on {options.model_name} ({where})\n")
+        acts = f" + {len(action_cases)} action case(s)" if action_cases else ""
+        stream.write(f"naila eval: {len(cases)} case(s){acts} on {options.model_name} ({where})\n")
         stream.flush()
 
     wall = time.perf_counter()
@@ -297,21 +315,31 @@ def run_eval(
                 client = client or offline_client()
                 data = _offline_examples(dataset, cases)
                 tracing = tracing_context(enabled=False)
-            with tracing, _quiet_langsmith(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*upload_runs.*")
-                results = evaluate(
-                    target,
-                    data=data,
-                    evaluators=[_as_langsmith_evaluator(e) for e in evaluators],
-                    experiment_prefix=f"naila-{_slug(options.model_name)}",
-                    description=f"NAILA evals on {options.model_name} (prompt: {options.prompt_source})",
-                    metadata=metadata,
-                    max_concurrency=0,  # one llama context: cases run one after another
-                    client=client,
-                    upload_results=upload,
-                )
-                rows = list(results)
-                experiment = results.experiment_name
+            rows: list[Any] = []
+            experiment = None
+            if cases:
+                with tracing, _quiet_langsmith(), warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*upload_runs.*")
+                    results = evaluate(
+                        target,
+                        data=data,
+                        evaluators=[_as_langsmith_evaluator(e) for e in evaluators],
+                        experiment_prefix=f"naila-{_slug(options.model_name)}",
+                        description=f"NAILA evals on {options.model_name} (prompt: {options.prompt_source})",
+                        metadata=metadata,
+                        max_concurrency=0,  # one llama context: cases run one after another
+                        client=client,
+                        upload_results=upload,
+                    )
+                    rows = list(results)
+                    experiment = results.experiment_name
+            actions: dict[str, Any] | None = None
+            if action_cases and action_dataset is not None:
+                with contextlib.nullcontext() if upload else tracing_context(enabled=False):
+                    act_results, act_evaluators = run_actions_in_graph(target.play, action_cases, progress=stream)
+                actions = action_report(act_results, act_evaluators, action_dataset, options.filters)
+            elif not options.actions:
+                actions = {"skipped": "--no-actions"}
         finally:
             conn.close()
     wall_time = time.perf_counter() - wall
@@ -332,7 +360,7 @@ def run_eval(
     if stream is not None:
         stream.write(f"naila eval: done in {wall_time:.1f}s\n")
         stream.flush()
-    return build_report(
+    report = build_report(
         case_results,
         evaluators,
         experiment=experiment,
@@ -359,6 +387,54 @@ def run_eval(
         clock=EVAL_CLOCK.isoformat(),
         langsmith={"uploaded": bool(upload), "experiment": experiment},
     )
+    report["guards"] = guard_report(guards, report, cases)
+    report["actions"] = actions
+    return report
+
+
+def guard_report(guards: GuardCheck, report: dict[str, Any], cases: Sequence[Case]) -> dict[str, Any]:
+    """How often the answer guards fire where they must not: on the answers of cases that pass every
+    evaluator (false positives) and on each case's reference answer."""
+    if not guards.available:
+        return {"available": False, "note": guards.note}
+    by_id = {case.id: case for case in cases}
+    fires: list[dict[str, Any]] = []
+    by_guard: dict[str, int] = {}
+    checked = fired = 0
+    for row in report["cases"]:
+        if not row["passed"]:
+            continue
+        for number, turn in enumerate(row["turns"], start=1):
+            checked += 1
+            hit = guards.check(by_id[row["id"]], turn["answer"])
+            if hit.guards:
+                fired += 1
+                fires.append(
+                    {"case": row["id"], "where": f"turn {number}", "guards": list(hit.guards), "text": turn["answer"]}
+                )
+                for name in hit.guards:
+                    by_guard[name] = by_guard.get(name, 0) + 1
+    references = [case for case in cases if case.expect.reference]
+    ref_fired = 0
+    for case in references:
+        hit = guards.check(case, case.expect.reference)
+        if hit.guards:
+            ref_fired += 1
+            fires.append(
+                {"case": case.id, "where": "reference", "guards": list(hit.guards), "text": case.expect.reference}
+            )
+            for name in hit.guards:
+                by_guard[name] = by_guard.get(name, 0) + 1
+    return {
+        "available": True,
+        "answers_checked": checked,
+        "answers_fired": fired,
+        "false_positive_rate": round(fired / checked, 4) if checked else None,
+        "references_checked": len(references),
+        "references_fired": ref_fired,
+        "by_guard": by_guard,
+        "fires": fires,
+    }
 
 
 def _sha(text: str) -> str:
