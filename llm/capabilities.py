@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal, Protocol, Self, runtime_checkable
+from typing import Any, Literal, Protocol, Self, runtime_checkable
 
 from langchain_core.messages import BaseMessage
 
@@ -57,8 +57,14 @@ class LocalModel(Protocol):
 
     def unload(self) -> None: ...
 
-    def prompt_tokens(self, messages: Sequence[BaseMessage], *, add_generation_prompt: bool = True) -> list[int]:
-        """The exact token ids the model would evaluate for ``messages``."""
+    def prompt_tokens(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+    ) -> list[int]:
+        """The exact token ids the model would evaluate for ``messages`` with ``tools`` bound."""
         ...
 
     async def aprefill(
@@ -68,6 +74,8 @@ class LocalModel(Protocol):
         should_stop: Callable[[], bool] | None = None,
         conversation: str | None = None,
         next_role: Literal["human"] | None = None,
+        tools: Sequence[Any] | None = None,
     ) -> int:
-        """Evaluate ``messages`` ahead of the next turn of ``conversation``; returns the tokens evaluated."""
+        """Evaluate ``messages`` ahead of the next turn of ``conversation`` (with ``tools`` bound, as that
+        turn will have them); returns the tokens evaluated."""
         ...

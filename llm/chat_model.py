@@ -208,6 +208,7 @@ class ChatLlamaCpp(BaseChatModel):
         chunk_tokens: int = 16,
         conversation: str | None = None,
         next_role: Literal["human"] | None = None,
+        tools: Sequence[Any] | None = None,
     ) -> int:
         """Evaluate ``messages`` ahead of time and keep the result as a saved prompt state.
 
@@ -219,6 +220,7 @@ class ChatLlamaCpp(BaseChatModel):
         evaluated by then is kept). Returns the number of tokens evaluated; 0 when the state cache is off.
         ``next_role="human"`` also evaluates the template's header of the message that comes next (e.g.
         ``<|im_start|>user\\n``): the tokens every user message starts with, whatever it says.
+        ``tools``: the tools the next call will have bound (the chat template puts them near the top).
         """
         if next_role not in (None, "human"):
             raise ValueError(f"next_role must be None or 'human', got {next_role!r}")
@@ -231,6 +233,7 @@ class ChatLlamaCpp(BaseChatModel):
             chunk_tokens=chunk_tokens,
             conversation=conversation,
             next_role="user" if next_role == "human" else None,
+            tools=_formatted(tools),
         )
 
     async def aprefill(
@@ -240,14 +243,25 @@ class ChatLlamaCpp(BaseChatModel):
         should_stop: Callable[[], bool] | None = None,
         conversation: str | None = None,
         next_role: Literal["human"] | None = None,
+        tools: Sequence[Any] | None = None,
     ) -> int:
         """:meth:`prefill` from async code (the event loop stays free)."""
         return await asyncio.to_thread(
-            self.prefill, messages, should_stop=should_stop, conversation=conversation, next_role=next_role
+            self.prefill,
+            messages,
+            should_stop=should_stop,
+            conversation=conversation,
+            next_role=next_role,
+            tools=tools,
         )
 
     def restore_prefix_from_disk(
-        self, messages: Sequence[BaseMessage], folder: Path, *, next_role: Literal["human"] | None = "human"
+        self,
+        messages: Sequence[BaseMessage],
+        folder: Path,
+        *,
+        next_role: Literal["human"] | None = "human",
+        tools: Sequence[Any] | None = None,
     ) -> int:
         """Put the prompt state that :meth:`save_prefix_to_disk` kept in ``folder`` for exactly what
         ``prefill(messages, next_role=...)`` evaluates back into the state cache (a restarted server starts
@@ -259,10 +273,15 @@ class ChatLlamaCpp(BaseChatModel):
             return 0
         self.load()
         role = "user" if next_role == "human" else None
-        return restore_from_disk(self._session, to_chat_dicts(messages), folder, role)
+        return restore_from_disk(self._session, to_chat_dicts(messages), folder, role, _formatted(tools))
 
     def save_prefix_to_disk(
-        self, messages: Sequence[BaseMessage], folder: Path, *, next_role: Literal["human"] | None = "human"
+        self,
+        messages: Sequence[BaseMessage],
+        folder: Path,
+        *,
+        next_role: Literal["human"] | None = "human",
+        tools: Sequence[Any] | None = None,
     ) -> Path | None:
         """Keep the cached state of exactly what ``prefill(messages, next_role=...)`` evaluated in a file
         under ``folder`` (the newest few are kept); None when there is no such state."""
@@ -271,7 +290,7 @@ class ChatLlamaCpp(BaseChatModel):
         if self.state_cache_mb <= 0 or not self.is_loaded:
             return None
         role = "user" if next_role == "human" else None
-        return save_to_disk(self._session, to_chat_dicts(messages), folder, role)
+        return save_to_disk(self._session, to_chat_dicts(messages), folder, role, _formatted(tools))
 
     # ------------------------------------------------------------------ tools and structured output
 
@@ -317,11 +336,17 @@ class ChatLlamaCpp(BaseChatModel):
         self.load()
         return self._session.tokenize(text, special)
 
-    def prompt_tokens(self, messages: Sequence[BaseMessage], *, add_generation_prompt: bool = True) -> list[int]:
+    def prompt_tokens(
+        self,
+        messages: Sequence[BaseMessage],
+        *,
+        add_generation_prompt: bool = True,
+        tools: Sequence[Any] | None = None,
+    ) -> list[int]:
         """Token ids the model evaluates for ``messages`` (template markup included; with the assistant
-        header that starts the answer unless ``add_generation_prompt`` is False)."""
+        header that starts the answer unless ``add_generation_prompt`` is False), with ``tools`` bound."""
         self.load()
-        return self._session.prompt_tokens(to_chat_dicts(messages), add_generation_prompt)
+        return self._session.prompt_tokens(to_chat_dicts(messages), add_generation_prompt, _formatted(tools))
 
     def render_prompt(self, messages: Sequence[BaseMessage]) -> str:
         """The prompt as text, for logs and traces."""
@@ -341,8 +366,7 @@ class ChatLlamaCpp(BaseChatModel):
     def get_num_tokens_from_messages(self, messages: list[BaseMessage], tools: Sequence[Any] | None = None) -> int:
         """Tokens the model evaluates for ``messages`` with ``tools`` rendered by the chat template."""
         self.load()
-        formatted = [convert_to_openai_tool(t) for t in tools] if tools else None
-        return len(self._session.prompt_tokens(to_chat_dicts(messages), True, formatted))
+        return len(self._session.prompt_tokens(to_chat_dicts(messages), True, _formatted(tools)))
 
     # ------------------------------------------------------------------ LangChain plumbing
 
@@ -551,3 +575,8 @@ def _conversation_of(run_manager: Any) -> str | None:
     metadata = getattr(run_manager, "metadata", None) or ensure_config().get("metadata") or {}
     thread = metadata.get("thread_id")
     return str(thread) if thread is not None else None
+
+
+def _formatted(tools: Sequence[Any] | None) -> list[dict[str, Any]] | None:
+    """``tools`` as the OpenAI-style dicts the chat template renders (None: no tools)."""
+    return [convert_to_openai_tool(tool) for tool in tools] if tools else None

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,23 +49,31 @@ def _file_for(session: LlamaSession, target: list[int], folder: Path) -> Path | 
     return folder / f"{digest}.npz"
 
 
-def _target(session: LlamaSession, chats: list[Chat], next_role: str | None) -> list[int] | None:
+def _target(
+    session: LlamaSession, chats: list[Chat], next_role: str | None, tools: list[dict[str, Any]] | None
+) -> list[int] | None:
     llama, states = session.llama, session.states
     if llama is None or states is None or not states.enabled:
         return None
-    target = session._prefill_target(chats, next_role)
+    target = session._prefill_target(chats, next_role, tools)
     return target if target and len(target) < llama.n_ctx() else None
 
 
-def restore_from_disk(session: LlamaSession, chats: list[Chat], folder: Path, next_role: str | None = None) -> int:
-    """Put the state saved on disk for what ``prefill(chats, next_role)`` evaluates into the session's
+def restore_from_disk(
+    session: LlamaSession,
+    chats: list[Chat],
+    folder: Path,
+    next_role: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> int:
+    """Put the state saved on disk for what ``prefill(chats, next_role, tools)`` evaluates into the session's
     state cache; returns its token count, or 0 (no file, an unreadable one, the model busy, cache off)."""
     try:
         ticket = session.gate.acquire(timeout=0.0)
     except QueueTimeoutError:
         return 0  # a request has the model: it evaluates the persona itself
     try:
-        target = _target(session, chats, next_role)
+        target = _target(session, chats, next_role, tools)
         file = _file_for(session, target, folder) if target else None
         if target is None or file is None or session.states is None:
             return 0
@@ -91,10 +99,16 @@ def restore_from_disk(session: LlamaSession, chats: list[Chat], folder: Path, ne
         session.gate.release(ticket)
 
 
-def save_to_disk(session: LlamaSession, chats: list[Chat], folder: Path, next_role: str | None = None) -> Path | None:
-    """Write the cached state of exactly what ``prefill(chats, next_role)`` evaluates to its file (None
+def save_to_disk(
+    session: LlamaSession,
+    chats: list[Chat],
+    folder: Path,
+    next_role: str | None = None,
+    tools: list[dict[str, Any]] | None = None,
+) -> Path | None:
+    """Write the cached state of exactly what ``prefill(chats, next_role, tools)`` evaluates to its file (None
     when there is no such state, e.g. priming gave way before the end, or the file cannot be written)."""
-    target = _target(session, chats, next_role)
+    target = _target(session, chats, next_role, tools)
     if target is None or session.states is None:
         return None
     entry = session.states.exact(as_tokens(target))

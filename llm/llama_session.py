@@ -181,9 +181,11 @@ class LlamaSession:
         chunk_tokens: int = 16,
         conversation: str | None = None,
         next_role: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> int:
         """Evaluate ``chats`` (and the header of a ``next_role`` message) into a saved state, in a thread of
-        its own; gives way to anyone who queues (see ``ChatLlamaCpp.prefill``). Returns the tokens evaluated."""
+        its own; gives way to anyone who queues (see ``ChatLlamaCpp.prefill``). Returns the tokens evaluated.
+        ``tools`` are rendered as a call with them bound renders them (they sit near the prompt's top)."""
 
         def work() -> int:
             try:
@@ -195,7 +197,7 @@ class LlamaSession:
                 states = self._states
                 if llama is None or states is None or not states.enabled:
                     return 0
-                target = self._prefill_target(chats, next_role)
+                target = self._prefill_target(chats, next_role, tools)
                 if not target or len(target) >= llama.n_ctx():
                     return 0
                 done = self._reuse_prefix(llama, target)
@@ -215,14 +217,23 @@ class LlamaSession:
 
         return run_in_own_thread(work)
 
-    def _prefill_target(self, chats: list[Chat], next_role: str | None) -> list[int]:
-        base = self.prompt_tokens(chats, add_generation_prompt=False)
+    def _prefill_target(
+        self, chats: list[Chat], next_role: str | None, tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        try:
+            base: list[int] | None = self.prompt_tokens(chats, add_generation_prompt=False, tools=tools)
+        except ValueError:  # Llama 3.1 puts tools in the first user message: ``chats`` may have none yet
+            if next_role is None or not tools:
+                raise
+            base = None
         if next_role is None:
-            return base
-        # the header is what two renderings with different next messages share beyond ``chats``
-        one = self.prompt_tokens([*chats, {"role": next_role, "content": "a"}], add_generation_prompt=False)
-        other = self.prompt_tokens([*chats, {"role": next_role, "content": "z"}], add_generation_prompt=False)
+            return base or []
+        # the header (and tools placed in it) is what two renderings with different next messages share
+        one = self.prompt_tokens([*chats, {"role": next_role, "content": "a"}], False, tools)
+        other = self.prompt_tokens([*chats, {"role": next_role, "content": "z"}], False, tools)
         shared = common_prefix(as_tokens(one), as_tokens(other))
+        if base is None:
+            return one[:shared]
         return one[:shared] if shared > len(base) and one[: len(base)] == base else base
 
     # ------------------------------------------------------------------ generation

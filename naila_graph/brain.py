@@ -109,12 +109,13 @@ async def prime_prompt_cache(
     *,
     should_stop: Callable[[], bool],
     state_dir: Path | None = None,
+    tools: list[dict[str, Any]] | None = None,
 ) -> int:
     """Evaluate the persona (and the header of the user message after it) so the first request does not
     pay for it (DESIGN.md decision 2). Runs while the server is already online: it gives way to any
     request (``should_stop``), which then simply evaluates the persona itself. With ``state_dir`` the
     evaluated state is kept on disk there, and taken from there on the next start. Returns the tokens
-    evaluated (or restored).
+    evaluated (or restored). ``tools``: those every turn's prompt renders (the generator's ``prompt_tools``).
     """
     if degraded_reason is not None or not isinstance(model, LocalModel):
         return 0
@@ -126,7 +127,7 @@ async def prime_prompt_cache(
     started = time.perf_counter()
     try:
         if model.state_cache_stats.budget_bytes > 0:
-            restored = await _persona_state_on_disk(model, persona, state_dir, save=False)
+            restored = await _persona_state_on_disk(model, persona, state_dir, tools, save=False)
             if restored:
                 logger.info(
                     "primed the prompt cache from disk: %d persona tokens in %.0f ms",
@@ -134,11 +135,11 @@ async def prime_prompt_cache(
                     (time.perf_counter() - started) * 1000,
                 )
                 return restored
-            evaluated = await model.aprefill([persona], should_stop=should_stop, next_role="human")
-            await _persona_state_on_disk(model, persona, state_dir, save=True)  # when priming ran to the end
+            evaluated = await model.aprefill([persona], should_stop=should_stop, next_role="human", tools=tools)
+            await _persona_state_on_disk(model, persona, state_dir, tools, save=True)  # when priming ran to the end
         else:  # no saved states: the live context keeps what one short call evaluated
-            await model.ainvoke([persona, HumanMessage("Hi")], max_tokens=1)  # type: ignore[attr-defined]
-            evaluated = len(model.prompt_tokens([persona, HumanMessage("Hi")]))
+            await model.ainvoke([persona, HumanMessage("Hi")], max_tokens=1, tools=tools)  # type: ignore[attr-defined]
+            evaluated = len(model.prompt_tokens([persona, HumanMessage("Hi")], tools=tools))
     except Exception as exc:  # priming is an optimisation; the first request will tell the real story
         logger.warning("could not prime the prompt cache: %s", exc)
         return 0
@@ -148,7 +149,9 @@ async def prime_prompt_cache(
     return evaluated
 
 
-async def _persona_state_on_disk(model: Any, persona: Any, state_dir: Path | None, *, save: bool) -> int:
+async def _persona_state_on_disk(
+    model: Any, persona: Any, state_dir: Path | None, tools: list[dict[str, Any]] | None, *, save: bool
+) -> int:
     """Restore (or after priming, save) the persona's prompt state in ``state_dir`` (:mod:`llm.disk_states`):
     a restarted server then starts with it. Only our llama.cpp model has one; 0 for any other."""
     from llm.chat_model import ChatLlamaCpp
@@ -157,9 +160,9 @@ async def _persona_state_on_disk(model: Any, persona: Any, state_dir: Path | Non
         return 0
     try:
         if save:
-            await asyncio.to_thread(model.save_prefix_to_disk, [persona], state_dir)
+            await asyncio.to_thread(model.save_prefix_to_disk, [persona], state_dir, tools=tools)
             return 0
-        return await asyncio.to_thread(model.restore_prefix_from_disk, [persona], state_dir)
+        return await asyncio.to_thread(model.restore_prefix_from_disk, [persona], state_dir, tools=tools)
     except Exception as exc:  # an optimisation: the persona is evaluated as before
         logger.warning("the persona state on disk could not be used: %s", exc)
         return 0

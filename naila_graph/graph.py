@@ -11,17 +11,19 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
 
 from llm.capabilities import LocalModel
 from naila_graph.settings import NailaSettings
-from nodes.act import COMMAND_INTENT, ActionTaker
+from naila_graph.user_facts import FactsNodes, UserFacts
+from nodes.act import COMMAND_INTENT
 from nodes.dispatch_action import local_now, make_dispatch_action
 from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
 from nodes.speech import storable_text
 from nodes.state import NailaState
-from prompts.persona import load_persona
+from prompts.persona import load_persona, persona_facts
 
 
 def _node(name: str, func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]]) -> Runnable:
@@ -74,12 +76,16 @@ def build_graph(
     clock: Callable[[], datetime] | None = None,
     degraded_reason: str | None = None,
     generator: ResponseGenerator | None = None,
+    store: BaseStore | None = None,
 ) -> CompiledStateGraph:
     """``process_input → dispatch_action → [act →] generate_response → finalize``; ``act`` takes clear
     robot commands (nodes/act.py) and answers them itself unless it has no model.
 
     ``chat_model=None`` is degraded mode: the pattern responder answers (``degraded_reason`` says
-    why, e.g. ``model_load_failed``). Memory is the ``checkpointer``, keyed by ``thread_id``.
+    why, e.g. ``model_load_failed``). Memory is the ``checkpointer``, keyed by ``thread_id``. With a
+    ``store`` (naila_graph/user_facts.py), the facts the person told about themselves are kept per device:
+    ``generate_response`` shows them in the prompt, and a ``remember`` node after ``finalize`` stores what
+    this turn's message stated (off the answer's path: the server publishes a model's answer first).
     """
     settings = settings or NailaSettings()
     now = clock or _settings_clock(settings)
@@ -91,21 +97,51 @@ def build_graph(
 
     graph = StateGraph(NailaState)
     graph.add_node("process_input", _cheap_node("process_input", process_input))
-    graph.add_node("dispatch_action", _cheap_node("dispatch_action", make_dispatch_action(now)))
-    act = ActionTaker(chat_model if degraded_reason is None else None, generator.persona)
+    dispatch_action = make_dispatch_action(now, facts=persona_facts(generator.persona))  # facts: built-in persona
+    graph.add_node("dispatch_action", _cheap_node("dispatch_action", dispatch_action))
+    act = generator.actor  # clear robot commands; it also settles the calls generate_response makes
     graph.add_node("act", _node("act", act.invoke, act.ainvoke))
-    graph.add_node("generate_response", _node("generate_response", generator.invoke, generator.ainvoke))
+    facts = _facts_nodes(store, settings, now)
+    graph.add_node("generate_response", _generate_node(generator, facts))
     graph.add_node("finalize", _cheap_node("finalize", make_finalize(settings.memory_max_turns)))
     graph.add_edge(START, "process_input")
     graph.add_conditional_edges("process_input", _after_input, ["dispatch_action", "finalize"])
     graph.add_conditional_edges("dispatch_action", _after_action, ["act", "generate_response", "finalize"])
     graph.add_conditional_edges("act", _after_act, ["generate_response", "finalize"])
     graph.add_edge("generate_response", "finalize")
-    graph.add_edge("finalize", END)
+    if facts is None:
+        graph.add_edge("finalize", END)
+    else:
+        graph.add_node("remember", _node("remember", facts.remember, facts.aremember))
+        graph.add_edge("finalize", "remember")
+        graph.add_edge("remember", END)
     # Traces carry the model name from the start; finalize adds the turn's outcome (nodes/finalize.py).
-    return graph.compile(checkpointer=checkpointer, name="naila").with_config(
+    return graph.compile(checkpointer=checkpointer, store=store, name="naila").with_config(
         metadata={"model_name": _model_label(chat_model)}
     )
+
+
+def _facts_nodes(store: BaseStore | None, settings: NailaSettings, now: Callable[[], datetime]) -> FactsNodes | None:
+    if store is None or settings.max_user_facts == 0:
+        return None
+    return FactsNodes(UserFacts(store, max_facts=settings.max_user_facts), today=lambda: now().date())
+
+
+def _generate_node(generator: ResponseGenerator, facts: FactsNodes | None) -> Runnable:
+    """generate_response; with facts, the device's facts are read first (the prompt shows them, and the
+    turn's state keeps them for the next turn's prefill)."""
+    if facts is None:
+        return _node("generate_response", generator.invoke, generator.ainvoke)
+
+    def generate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        known = facts.recall(state)
+        return {**generator.invoke({**state, "user_facts": known}, config), "user_facts": known}
+
+    async def agenerate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        known = await facts.arecall(state)
+        return {**await generator.ainvoke({**state, "user_facts": known}, config), "user_facts": known}
+
+    return _node("generate_response", generate, agenerate)
 
 
 def make_generator(
@@ -123,6 +159,7 @@ def make_generator(
         clock=clock or _settings_clock(settings),
         max_turns=settings.max_turns,
         degraded_reason=degraded_reason,
+        robot_tools=settings.robot_tools,
     )
 
 

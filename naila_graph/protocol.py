@@ -30,7 +30,9 @@ HEALTH_TOPIC = "naila/system/health/services"
 STARTUP_TOPIC = "naila/system/health/startup"
 SHUTDOWN_TOPIC = "naila/system/health/shutdown"
 COMMAND_TOPIC = "naila/command/request"  # robot actions, upstream NAILA's command topic
-INPUT_TOPICS = (STT_TOPIC, TASK_TOPIC, CANCEL_TOPIC)
+FORGET_TOPIC = "naila/ai/memory/forget"  # {"device_id"}: forget the device's conversation and facts
+FORGOTTEN_TOPIC = "naila/ai/memory/forgotten"  # the answer: what was forgotten
+INPUT_TOPICS = (STT_TOPIC, TASK_TOPIC, CANCEL_TOPIC, FORGET_TOPIC)
 
 _DEVICE_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 # "." and ".." pass the pattern but make MQTT topic levels and file names (memory, logs) ambiguous.
@@ -90,6 +92,14 @@ class Request:
 
 @dataclass
 class CancelRequest:
+    device_id: str
+    task_id: str | None
+
+
+@dataclass
+class ForgetRequest:
+    """Forget a device: its conversation (the device's memory thread) and the facts about its person."""
+
     device_id: str
     task_id: str | None
 
@@ -396,6 +406,28 @@ def parse_cancel(payload: bytes, *, max_bytes: int) -> CancelRequest:
         return CancelRequest(_valid_device(obj.get("device_id"), "'device_id'"), _task_id(obj))
     except PayloadError as exc:
         raise _with_ids(exc, device_id, _known_task_id(obj)) from None
+
+
+def parse_forget(payload: bytes, *, max_bytes: int) -> ForgetRequest:
+    """``naila/ai/memory/forget``: ``{"device_id": ..., "task_id": optional}``."""
+    obj = _decode(payload, max_bytes, None)
+    device_id = _known_device(obj)
+    try:
+        _check_values(obj)
+        return ForgetRequest(_valid_device(obj.get("device_id"), "'device_id'"), _task_id(obj))
+    except PayloadError as exc:
+        raise _with_ids(exc, device_id, _known_task_id(obj)) from None
+
+
+def forgotten_payload(forget: ForgetRequest, *, conversation: bool, facts: int) -> dict[str, Any]:
+    """What a forget removed: ``conversation`` whether the device had one, ``facts`` how many facts."""
+    return {
+        "task_id": forget.task_id,
+        "source": "ai_server",
+        "device_id": forget.device_id,
+        "forgotten": {"conversation": conversation, "facts": facts},
+        "timestamp": utc_timestamp(),
+    }
 
 
 def _addressed(request: Request) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from naila_graph.scheduler import FairScheduler, Overloaded, QueueClosed, Recent
 from naila_graph.settings import MQTTSettings, NailaSettings
 from naila_graph.telemetry import ModelStatus, ServerStats
 from naila_graph.turn import TurnRequest, TurnRunner, consume
+from naila_graph.user_facts import UserFacts, open_async_store
 
 logger = logging.getLogger("naila.server")
 
@@ -73,6 +74,7 @@ class NailaServer:
         self.stats = ServerStats()
         self.memory_health = MemoryHealth()
         self._saver: Any = None
+        self.user_facts: UserFacts | None = None  # the facts about each device's person (naila_graph/user_facts.py)
         self.model = ModelStatus(chat_model)
         self.startup_phases: dict[str, float] = {}
         self.link: MqttLink | None = None
@@ -141,6 +143,8 @@ class NailaServer:
                 open_async_checkpointer(self.settings.resolved_memory_url(), health=self.memory_health)
             )
             self._saver = saver
+            store = await stack.enter_async_context(open_async_store(self.settings.resolved_memory_url()))
+            self.user_facts = UserFacts(store, max_facts=self.settings.max_user_facts)
             model = self.chat_model if self.degraded_reason is None else None
             generator = make_generator(model, self.settings, clock=self._clock, degraded_reason=self.degraded_reason)
             graph = build_graph(
@@ -150,6 +154,7 @@ class NailaServer:
                 clock=self._clock,
                 degraded_reason=self.degraded_reason,
                 generator=generator,
+                store=store,
             )
             self.turns = TurnRunner(graph, saver=saver, generator=generator, busy=self._busy, stats=self.stats)
             stack.push_async_callback(self.turns.aclose)
@@ -183,6 +188,7 @@ class NailaServer:
                 self.degraded_reason,
                 should_stop=self._priming_must_stop,
                 state_dir=self.settings.prompt_states_dir,
+                tools=self.turns.generator.prompt_tools if self.turns and self.turns.generator else None,
             )
         )
         logger.info(
@@ -318,7 +324,7 @@ class NailaServer:
 
     def _on_message(self, topic: str, payload: bytes, redelivered: bool = False) -> None:
         """One message from the link. Whatever it holds is written to the inbox before this returns (the
-        link acknowledges it to the broker only then), except cancels, which are acted on at once."""
+        link acknowledges it to the broker only then), except cancels and forgets, which are acted on at once."""
         if redelivered and topic != p.CANCEL_TOPIC and self.inbox is not None and self.inbox.holds(topic, payload):
             logger.info("message on %s delivered again by the broker: already taken, not answered twice", topic)
             return
@@ -331,6 +337,9 @@ class NailaServer:
         try:
             if topic == p.CANCEL_TOPIC:
                 self._on_cancel(p.parse_cancel(payload, max_bytes=max_bytes))
+                return
+            if topic == p.FORGET_TOPIC:
+                self._spawn(self._forget(p.parse_forget(payload, max_bytes=max_bytes), entry))
                 return
             if topic == p.TASK_TOPIC:
                 request = p.parse_task(payload, max_bytes=max_bytes)
@@ -480,6 +489,28 @@ class NailaServer:
             logger.info("barge-in: cancelling %s of %s", running.request.task_id, cancel.device_id)
         elif not waiting:
             logger.info("cancel from %s: nothing to cancel (task %s)", cancel.device_id, cancel.task_id)
+
+    async def _forget(self, forget: p.ForgetRequest, entry: int | None) -> None:
+        """Forget a device (``naila/ai/memory/forget``): its conversation and its facts; the answer goes to
+        ``naila/ai/memory/forgotten``, a failure to the device's error topic. A turn of the device in progress
+        is let finish first, so it cannot store itself after the forget."""
+        running = self._running.get(forget.device_id)
+        if running is not None:
+            await asyncio.wait({running.task}, timeout=self.settings.shutdown_grace_seconds + CANCEL_WAIT_SECONDS)
+        try:
+            had = await self._saver.aget_tuple({"configurable": {"thread_id": forget.device_id}}) is not None
+            await self._saver.adelete_thread(forget.device_id)
+            facts = await self.user_facts.aforget(forget.device_id) if self.user_facts is not None else 0
+        except Exception as exc:  # the database failed: say so; the server keeps serving
+            self.stats.errors += 1
+            logger.error("could not forget device %s: %s", forget.device_id, exc)
+            await self._reply_error(
+                entry, forget.device_id, forget.task_id, "memory_unavailable", f"the memory could not be changed: {exc}"
+            )
+            return
+        logger.info("forgot device %s (conversation: %s, %d facts)", forget.device_id, had, facts)
+        await self.publish(p.FORGOTTEN_TOPIC, p.forgotten_payload(forget, conversation=had, facts=facts))
+        self._settle(entry)
 
     async def _publish_cancelled_unstarted(self, request: p.Request) -> None:
         await self.publish(p.stream_topic(request.device_id), p.stream_payload(request.task_id, 0, "", final=True))

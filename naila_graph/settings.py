@@ -31,6 +31,12 @@ class NailaSettings(BaseSettings):
     memory_max_turns: int = Field(
         default=100, ge=1, le=100_000, description="turns stored per conversation, oldest dropped (1..100000)"
     )
+    max_user_facts: int = Field(
+        default=32,
+        ge=0,
+        le=1000,
+        description="facts about the person kept per device, least recently told dropped first (0..1000; 0 = none)",
+    )
     max_input_chars: int = Field(default=4000, ge=16, le=1_000_000, description="input cut (16..1000000)")
     confidence_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="STT confidence floor (0..1)")
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin; unset = local")
@@ -40,6 +46,10 @@ class NailaSettings(BaseSettings):
     queue_per_device: int = Field(default=8, ge=1, le=100_000, description="waiting requests per device (1..100000)")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     stale_request_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    robot_tools: Literal["auto", "commands", "off"] = Field(
+        default="auto",
+        description="auto: the model may call the robot tools in any turn; commands: only clear commands act; off",
+    )
 
     @field_validator("timezone", "memory_url", mode="before")
     @classmethod

@@ -32,6 +32,7 @@ from naila_graph.graph import turn_config, turn_input
 from naila_graph.memory import aprune_thread, prune_thread
 from nodes.finalize import speakable, speakable_sentences
 from nodes.generate_response import ResponseGenerator
+from nodes.guards import answer_passes
 from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question, has_control_markup
 
 logger = logging.getLogger("naila.turn")
@@ -144,10 +145,11 @@ class _Speech:
         rest = self.splitter.flush()
         return clean_for_speech(rest) if rest else ""
 
-    def model_done(self) -> str | None:
+    def model_done(self, state: dict[str, Any]) -> str | None:
         """The last stream text, to send as soon as the model finished; None when the graph's final
-        answer must be awaited (the text will not pass the generate_response validation unchanged)."""
-        if self.closed or not self.raw.strip() or has_control_markup(self.raw):
+        answer must be awaited (the text will not pass the generate_response validation unchanged: nothing
+        to say, control markup, or an answer guard of the turn in ``state`` fires, nodes/guards.py)."""
+        if self.closed or not self.raw.strip() or has_control_markup(self.raw) or not answer_passes(self.raw, state):
             return None
         tail = self.tail()
         if not self.sent and not tail:
@@ -206,7 +208,7 @@ class Turn:
         finish_reason = chunk.response_metadata.get("finish_reason")
         if finish_reason:
             self.mark("model_done")
-            tail = speech.model_done()
+            tail = speech.model_done(self.state)
             if tail is not None:  # final now; memory is written after
                 answer = early_answer(self.state, speech.raw, finish_reason)
                 self.answered = True
@@ -330,7 +332,7 @@ class TurnRunner:
             self._prune_now(request.thread_id)
             return
         if self.prefill and state.get("messages"):
-            self._spawn(loop, self._prefill_next_turn(request, state["messages"]))
+            self._spawn(loop, self._prefill_next_turn(request, state["messages"], state.get("user_facts")))
         if self.saver is not None:
             self._spawn(loop, self._prune(request.thread_id))
 
@@ -362,7 +364,9 @@ class TurnRunner:
         if removed:
             logger.debug("pruned %d old checkpoint rows of %s", removed, thread_id)
 
-    async def _prefill_next_turn(self, request: TurnRequest, messages: list[Any]) -> None:
+    async def _prefill_next_turn(
+        self, request: TurnRequest, messages: list[Any], user_facts: list[str] | None = None
+    ) -> None:
         """While the robot speaks the answer, evaluate what the device's next prompt starts with (persona +
         history including this turn), so its next turn only evaluates the new guidance and message.
         Gives way to any request: skipped when one waits, stopped between small chunks when one comes."""
@@ -371,11 +375,15 @@ class TurnRunner:
             return
         started = time.perf_counter()
         try:
-            prefix = await asyncio.to_thread(generator.next_turn_prefix, messages)
+            prefix = await asyncio.to_thread(generator.next_turn_prefix, messages, user_facts)
             if self.busy():
                 return
             evaluated = await model.aprefill(
-                prefix, should_stop=self.busy, conversation=request.thread_id, next_role="human"
+                prefix,
+                should_stop=self.busy,
+                conversation=request.thread_id,
+                next_role="human",
+                tools=generator.prompt_tools,
             )
         except Exception as exc:  # an optimisation only: the next turn evaluates its whole prompt
             logger.warning("device=%s prefill of the next turn failed: %s", request.device_id, exc)

@@ -19,10 +19,10 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Generator
-from typing import Any
+from typing import Any, Protocol
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableConfig
 
 from llm.errors import GenerationCancelledError
@@ -35,8 +35,8 @@ from nodes.robot_tools import (
     commands_for,
     confirmation,
     describe_action,
+    executed_call,
     repair_messages,
-    robot_tool_schemas,
     validate_call,
 )
 
@@ -71,34 +71,42 @@ def likely_tool(text: str) -> str | None:
 
 
 COMMAND_INTENT = "robot_command"
-HISTORY_MESSAGES = 4  # the robot tools' descriptions take ~1,000 tokens: only the last turns come along
-ACTION_GUIDANCE = (
-    "The person asked you to do something with your body: call the robot tool that does it;"
-    " negative degrees are to your left (or down), positive to your right (or up)."
-)
+
+
+class PromptSource(Protocol):
+    """What the act node needs of the generate_response node (nodes/generate_response.py): the same prompt,
+    history and tools, so a command's prompt shares its start (persona, tools, history) with every other
+    turn's and reuses the saved prompt states."""
+
+    tools: list[dict[str, Any]]
+
+    def inputs(self, state: dict[str, Any]) -> dict[str, Any]: ...
+
+    def prompt_messages(self, inputs: dict[str, Any]) -> list[BaseMessage]: ...
+
+
+Plan = Generator[tuple[Any, list[BaseMessage]], Any, Any]
 
 
 class ActionTaker:
     """The ``act`` node: ``invoke``/``ainvoke`` take the turn's state and return its update (empty when the
-    turn is not a robot command or there is no model: the next node answers)."""
+    turn is not a robot command or there is no model: the next node answers). :meth:`settle` and
+    :meth:`asettle` finish an answer in which the model called a robot tool on its own (``auto``)."""
 
-    def __init__(self, chat_model: BaseChatModel | None, persona: str) -> None:
+    def __init__(self, chat_model: BaseChatModel | None, prompts: PromptSource) -> None:
         self.chat_model = chat_model
-        self.persona = persona
-        self.tools = robot_tool_schemas()
+        self.prompts = prompts
+        self.tools = prompts.tools
 
     def applies(self, state: dict[str, Any]) -> bool:
-        model = self.chat_model
-        if model is None or state.get("intent") != COMMAND_INTENT:
+        if not self.tools or state.get("intent") != COMMAND_INTENT:
             return False
-        return type(model).bind_tools is not BaseChatModel.bind_tools  # a model without tools just answers
+        return can_call_tools(self.chat_model)
 
     def _messages(self, state: dict[str, Any]) -> list[BaseMessage]:
-        history = list(state.get("messages", []))[-HISTORY_MESSAGES:]
-        system = SystemMessage(f"{self.persona}\n\n{ACTION_GUIDANCE}")
-        return [system, *history, HumanMessage(state.get("text", ""))]
+        return self.prompts.prompt_messages(self.prompts.inputs({**state, "intent": COMMAND_INTENT}))
 
-    def _plan(self, state: dict[str, Any]) -> Generator[tuple[Any, list[BaseMessage]], Any, dict[str, Any]]:
+    def _plan(self, state: dict[str, Any]) -> Plan:
         """The calls of one command, sync or async alike: yields (bound model, messages), is sent the reply,
         returns the turn's update."""
         assert self.chat_model is not None
@@ -116,31 +124,59 @@ class ActionTaker:
                 return self._unable()
         return self._done(actions, reply)
 
+    def _settle(self, bound: Any, messages: list[BaseMessage], reply: AIMessage) -> Plan:
+        """An ``auto`` answer with calls: done when they are valid; else their errors go back to the model
+        (which may now answer in words: that ``AIMessage`` is returned), at most ``MAX_REPAIR_ROUNDS`` times."""
+        messages = list(messages)
+        for round_ in range(1 + MAX_REPAIR_ROUNDS):
+            if not (reply.tool_calls or reply.invalid_tool_calls):
+                return reply
+            if (taken := self._valid(reply, messages)) is not None:
+                return self._done(taken, reply)
+            if round_ < MAX_REPAIR_ROUNDS:
+                reply = yield bound, messages
+        return self._unable()
+
     def invoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         if not self.applies(state):
             return {}
-        plan = self._plan(state)
+        return dict(self._drive(self._plan(state), state, config))
+
+    async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
+        if not self.applies(state):
+            return {}
+        return dict(await self._adrive(self._plan(state), state, config))
+
+    def settle(
+        self, state: dict[str, Any], bound: Any, messages: list[BaseMessage], reply: AIMessage, config: RunnableConfig
+    ) -> dict[str, Any] | AIMessage:
+        """The turn's update for an answer that called tools, or the model's answer in words."""
+        return self._drive(self._settle(bound, messages, reply), state, config)
+
+    async def asettle(
+        self, state: dict[str, Any], bound: Any, messages: list[BaseMessage], reply: AIMessage, config: RunnableConfig
+    ) -> dict[str, Any] | AIMessage:
+        return await self._adrive(self._settle(bound, messages, reply), state, config)
+
+    def _drive(self, plan: Plan, state: dict[str, Any], config: RunnableConfig) -> Any:
         try:
             bound, messages = next(plan)
             while True:
                 bound, messages = plan.send(bound.invoke(messages, config))
         except StopIteration as done:
-            return dict(done.value)
+            return done.value
         except GenerationCancelledError:
             raise
         except Exception as exc:  # a model failure: the pattern answer says so
             return self._failed(state, exc)
 
-    async def ainvoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        if not self.applies(state):
-            return {}
-        plan = self._plan(state)
+    async def _adrive(self, plan: Plan, state: dict[str, Any], config: RunnableConfig) -> Any:
         try:
             bound, messages = next(plan)
             while True:
                 bound, messages = plan.send(await bound.ainvoke(messages, config))
         except StopIteration as done:
-            return dict(done.value)
+            return done.value
         except GenerationCancelledError:
             raise
         except Exception as exc:  # a model failure: the pattern answer says so
@@ -179,6 +215,7 @@ class ActionTaker:
             "finish_reason": "stop",
             "actions": [describe_action(a) for a in actions],
             "commands": commands_for(actions),
+            "tool_calls": [executed_call(a) for a in actions],
             "metrics": {
                 "model_name": meta.get("model_name"),
                 "input_tokens": usage.get("input_tokens"),
@@ -206,3 +243,8 @@ class ActionTaker:
         logger.warning("robot command failed (%s: %s); pattern responder answers", reason, error)
         text = pattern_response(COMMAND_INTENT, has_history=bool(state.get("messages")), text="", reason=reason)
         return {"response_text": text, "response_source": "pattern", "fallback_reason": reason, "finish_reason": "stop"}
+
+
+def can_call_tools(chat_model: BaseChatModel | None) -> bool:
+    """Whether ``chat_model`` implements ``bind_tools`` (a model without tools just answers in words)."""
+    return chat_model is not None and type(chat_model).bind_tools is not BaseChatModel.bind_tools

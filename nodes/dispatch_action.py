@@ -1,4 +1,5 @@
-"""dispatch_action: answers an LLM cannot know come from code (the clock; honesty about weather)."""
+"""dispatch_action: answers an LLM cannot know or must not get wrong come from code (the clock; honesty about
+weather; who NAILA is, who made it and what it can do, from the persona's facts)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ import random
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
+
+from nodes.guards import imposed_name
+from nodes.intent import detect_persona_topic
+from nodes.pattern_responder import persona_answer
+from prompts.persona import NAILA_FACTS, PersonaFacts
 
 Clock = Callable[[], datetime]
 
@@ -21,8 +27,17 @@ def spoken_time(now: datetime) -> str:
     return f"{hour}:{now.minute:02d} {suffix}"
 
 
-def make_dispatch_action(clock: Clock) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """The node; ``clock`` gives the local time the time answers tell."""
+# Intents whose message may be a question about NAILA (a robot command, the clock and the weather have
+# their own answers).
+_PERSONA_INTENTS = frozenset({"question", "general", "greeting"})
+
+
+def make_dispatch_action(
+    clock: Clock, *, facts: PersonaFacts | None = NAILA_FACTS
+) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The node; ``clock`` gives the local time the time answers tell. ``facts``: the persona's facts, for
+    the answers to questions about NAILA itself (the way Home Assistant answers local intents before the
+    LLM); None (a custom persona, :func:`prompts.persona.persona_facts`) leaves those to the model."""
 
     def dispatch_action(state: dict[str, Any]) -> dict[str, Any]:
         intent = state.get("intent")
@@ -45,8 +60,20 @@ def make_dispatch_action(clock: Clock) -> Callable[[dict[str, Any]], dict[str, A
                     " Maybe peek outside for me?",
                 ]
             )
+        elif facts is not None and intent in _PERSONA_INTENTS:
+            return _persona(state.get("text") or "", facts)
         else:
             return {}
         return {"response_text": text, "response_source": "action", "finish_reason": "stop"}
 
     return dispatch_action
+
+
+def _persona(text: str, facts: PersonaFacts) -> dict[str, Any]:
+    """The answer to a question about NAILA itself, or {} (not one: the model answers)."""
+    topic = detect_persona_topic(text)
+    if topic is None:
+        return {}
+    imposed = imposed_name(text) if topic == "injection" else None
+    answer = persona_answer(topic, facts, imposed=imposed)
+    return {"response_text": answer, "response_source": "action", "finish_reason": "stop", "persona_topic": topic}

@@ -8,7 +8,9 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, RemoveMessage
 
 from nodes.pattern_responder import repeat_request
+from nodes.robot_tools import tool_turn
 from nodes.speech import clean_for_speech, ends_with_question, split_sentences
+from prompts.templates import group_turns
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +43,18 @@ def make_finalize(memory_max_turns: int) -> Any:
 
 
 def forget_oldest(messages: list[BaseMessage], keep_turns: int) -> list[RemoveMessage]:
-    """Removals that leave the newest ``keep_turns`` user/assistant pairs of ``messages``.
+    """Removals that leave the newest ``keep_turns`` turns of ``messages``.
 
     Without a bound every turn would load and write the whole conversation ever held: turn time and the
     database would grow with the conversation's age (docs/PERFORMANCE.md).
-    Turns are stored as strict pairs, so the cut falls on a user message and the alternation holds.
+    A turn is a user message and what followed it (the robot's tool calls and their results, the answer),
+    so the cut falls on a user message and a call is never kept without its result.
     """
-    excess = len(messages) - 2 * max(0, keep_turns)
+    turns = group_turns(messages)
+    excess = len(turns) - max(0, keep_turns)
     if excess <= 0:
         return []
-    return [RemoveMessage(id=m.id) for m in messages[:excess] if m.id is not None]
+    return [RemoveMessage(id=m.id) for turn in turns[:excess] for m in turn if m.id is not None]
 
 
 def finalize(state: dict[str, Any]) -> dict[str, Any]:
@@ -69,12 +73,16 @@ def finalize(state: dict[str, Any]) -> dict[str, Any]:
         "metrics": metrics,
     }
     user_text = state.get("text") or ""
-    if user_text:  # every answered turn is stored, as a strict user/assistant pair
+    if user_text:  # every answered turn is stored: the user's message, the robot's actions, the answer
         extra: dict[str, Any] = {"task_id": state.get("task_id")} if state.get("task_id") else {}
-        if state.get("actions"):  # what the robot did; the answer's text (the confirmation) says it in words
-            extra["actions"] = list(state["actions"])
+        actions = list(state.get("actions") or [])
+        if actions:  # what the robot did, one line each (for listings); the calls themselves come before
+            extra["actions"] = actions
+        calls = list(state.get("tool_calls") or [])
+        done = tool_turn(calls, [f"Done: {line}." for line in actions]) if len(calls) == len(actions) else []
         update["messages"] = [
             HumanMessage(content=user_text),
+            *done,
             AIMessage(content=text, response_metadata={"source": source}, additional_kwargs=extra),
         ]
     annotate_trace(trace_outcome(state, update))
@@ -89,6 +97,9 @@ def trace_outcome(state: dict[str, Any], update: dict[str, Any]) -> dict[str, An
         "fallback_reason": update["fallback_reason"],
         "finish_reason": update["finish_reason"],
     }
+    guards = (update.get("metrics") or {}).get("guards")
+    if guards:  # the answer guards that fired (nodes/guards.py): regenerated, or a persona answer
+        outcome["guards"] = list(guards)
     model_name = (update.get("metrics") or {}).get("model_name")
     if model_name:  # the loaded model's own name (the graph's label may be a file stem)
         outcome["model_name"] = model_name
@@ -111,6 +122,7 @@ def annotate_trace(outcome: dict[str, Any]) -> None:
         tags = [f"source:{outcome['response_source']}", f"intent:{outcome['intent']}"]
         if outcome.get("fallback_reason"):
             tags += ["fallback", f"fallback:{outcome['fallback_reason']}"]
+        tags += [f"guard:{name}" for name in outcome.get("guards") or []]
         handlers = getattr(ensure_config().get("callbacks"), "handlers", None) or []
         tracer = next((h for h in handlers if isinstance(h, LangChainTracer)), None)
         # Walk up to the graph run: the first ancestor that is not part of a node (LangGraph marks

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
+
+from nodes.robot_tools import ROBOT_TOOLS, tool_name
+from prompts.persona import PersonaFacts
 
 _GREETING_FIRST = (
     "Hello! I'm NAILA. What shall we do today?",
@@ -137,3 +141,93 @@ def pattern_response(
 def repeat_request(seed: int | None = None) -> str:
     """Ask the person to say it again (low speech-recognition confidence, empty input)."""
     return random.Random(seed).choice(_REPEAT)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Persona answers: identity, maker and abilities, from the persona's facts (prompts/persona.py)
+# ---------------------------------------------------------------------------------------------------
+
+# What each robot tool (nodes/robot_tools.py) lets NAILA do, in its own words; a new tool needs a phrase
+# here (a test checks), so "what can you do" always matches the body's real abilities.
+BODY_ABILITIES: dict[str, str] = {
+    "move_head": "turn my head",
+    "drive": "drive a little forward or back",
+    "turn_body": "turn on the spot",
+    "set_lights": "change the colour of my lights",
+    "show_expression": "make faces with my eyes",
+    "stop_all_motion": "stop when you say stop",
+}
+PERSONA_TOPICS = ("name", "identity", "other_assistant", "creator", "capability", "online", "services", "injection")
+
+
+def _first_person(phrase: str) -> str:
+    """A persona phrase (second person, "the user's desk") as NAILA says it ("my head", "your desk")."""
+    phrase = re.sub(r"\bthe people you talk with tell you\b", "you tell me", phrase)
+    return re.sub(r"\bthe user's\b", "your", re.sub(r"\byour\b", "my", phrase))
+
+
+def _listed(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def body_abilities() -> list[str]:
+    """The robot tools' abilities in NAILA's words, in the tools' order."""
+    return [BODY_ABILITIES[tool_name(tool)] for tool in ROBOT_TOOLS]
+
+
+def _no_internet(facts: PersonaFacts) -> str:
+    return _first_person(_listed(facts.limits))
+
+
+def _persona_variants(topic: str, facts: PersonaFacts, imposed: str | None) -> tuple[str, ...]:
+    name, kind, home = facts.name, facts.kind, _first_person(facts.home)
+    short_kind = kind.removeprefix("a ").removeprefix("an ")
+    if topic == "name":
+        return (f"My name is {name}!", f"I'm {name}, {kind} who lives on {home}.", f"I'm called {name}!")
+    if topic == "identity":
+        return (
+            f"I'm {name}, {kind} who lives on {home}.",
+            f"I'm {name}! I'm {kind}, and I live right here on {home}.",
+        )
+    if topic == "other_assistant":
+        return (f"No, I'm {name}, {kind} who lives on {home}.", f"Nope! I'm {name}, your {short_kind}.")
+    if topic == "creator":
+        return (
+            f"I was built by {facts.maker}. I'm {name}, {kind} who lives on {home}.",
+            f"{facts.maker[0].upper()}{facts.maker[1:]} built me! I'm {name}, and I live on {home}.",
+        )
+    if topic == "capability":
+        talk = f"I can chat with you, answer questions and {_first_person(facts.memory)}."
+        body = f"I can also {_first_person(facts.senses[0])}, {_listed(body_abilities())}."
+        return (f"{talk} {body} I have {_no_internet(facts)}, though.",)
+    if topic == "online":
+        return (
+            f"No, I can't go online: I have {_no_internet(facts)}, so I can't browse the web or check the news."
+            " But I'm happy to chat about what I already know!",
+            f"I'm sorry, I can't browse the web or check the news, because I have {_no_internet(facts)}.",
+        )
+    if topic == "services":
+        return (
+            "No, I can't send emails or messages, make calls or set alarms and reminders. Your phone can do"
+            " that for you!",
+        )
+    if topic == "injection":
+        if imposed:
+            return (
+                f"Nice try! I'm not {imposed}, I'm {name}, and I'm staying {name}.",
+                f"I'm still {name}, your {short_kind}, not {imposed}!",
+            )
+        return (
+            f"Nice try! I'm {name}, and I'll stay {name}. What can I do for you?",
+            f"I'm {name}, and I keep my own rules. What would you like to talk about?",
+        )
+    raise ValueError(f"unknown persona topic {topic!r}; expected one of {', '.join(PERSONA_TOPICS)}")
+
+
+def persona_answer(topic: str, facts: PersonaFacts, *, imposed: str | None = None, seed: int | None = None) -> str:
+    """NAILA's answer to a question about itself (``topic``, one of :data:`PERSONA_TOPICS`), from ``facts``.
+
+    ``imposed``: for ``injection``, the name the person tried to give NAILA. ``seed`` makes the choice among
+    the variants reproducible. Unknown topics raise ``ValueError``.
+    """
+    return random.Random(seed).choice(_persona_variants(topic, facts, imposed))

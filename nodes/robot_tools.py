@@ -49,9 +49,11 @@ __all__ = [
     "commands_for",
     "confirmation",
     "describe_action",
+    "executed_call",
     "repair_messages",
     "robot_tool_schemas",
     "tool_name",
+    "tool_turn",
     "validate_call",
 ]
 
@@ -385,3 +387,21 @@ def describe_action(action: ValidatedAction) -> str:
     if isinstance(args, ShowExpression):
         return f"face {args.expression} {args.duration_ms}ms"
     return "stop all motion"
+
+
+def executed_call(action: ValidatedAction) -> dict[str, Any]:
+    """The call as it was done (its arguments with the defaults filled in), as a ``ToolCall`` dict."""
+    return {"name": action.name, "args": action.args.model_dump(), "id": action.call_id, "type": "tool_call"}
+
+
+def tool_turn(calls: Sequence[dict[str, Any]], results: Sequence[str]) -> list[BaseMessage]:
+    """The executed ``calls`` as the conversation keeps them: per call an ``AIMessage`` with that one call
+    and the ``ToolMessage`` with its result (one call per assistant message: Llama 3.1's template allows no
+    more), so the next turn's prompt shows what was done the way the chat template renders tool use."""
+    turn: list[BaseMessage] = []
+    for index, (call, result) in enumerate(zip(calls, results, strict=True)):
+        call_id = str(call.get("id") or f"call_{index}")
+        tool_call = ToolCall(name=call["name"], args=dict(call.get("args") or {}), id=call_id)
+        turn.append(AIMessage(content="", tool_calls=[tool_call]))
+        turn.append(ToolMessage(content=result, tool_call_id=call_id, name=call["name"]))
+    return turn

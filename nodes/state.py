@@ -33,6 +33,10 @@ class NailaState(MessagesState, total=False):
     errors: list[str]
     actions: list[str]  # robot actions taken this turn, one line each (nodes/act.py)
     commands: list[dict[str, Any]]  # their naila/command/request commands
+    persona_topic: str | None  # a question about NAILA answered from the persona's facts (nodes/intent.py)
+    user_facts: list[str]  # the device's facts about the person, third person (naila_graph/user_facts.py)
+    facts_changed: list[str]  # the facts this turn's message stored or removed
+    tool_calls: list[dict[str, Any]]  # the executed calls ({name, args, id}), stored in memory by finalize
 
 
 # Reset at the start of every turn so nothing of the previous turn leaks into this one.
@@ -50,4 +54,7 @@ TURN_DEFAULTS: dict[str, Any] = {
     "errors": [],
     "actions": [],
     "commands": [],
+    "persona_topic": None,
+    "facts_changed": [],
+    "tool_calls": [],
 }

@@ -1,7 +1,8 @@
 """The ChatPromptTemplate and history trimming.
 
-Layout (DESIGN.md decision 2): static persona → history → per-turn guidance → user message, so the
-persona and history form a token prefix that llama.cpp can reuse from one turn to the next.
+Layout (DESIGN.md decision 2): static persona → facts about the person → history → per-turn guidance →
+user message, so the persona, the facts (they change only when the person tells a new one) and the history
+form a token prefix that llama.cpp can reuse from one turn to the next.
 """
 
 from __future__ import annotations
@@ -22,15 +23,36 @@ INTENT_HINTS = {
     "question": "",  # the persona's standing rule: answer questions directly
     "time_query": "The person asked about the time.",
     "weather_query": "The person asked about the weather; you have no weather data.",
+    "robot_command": (
+        "The person asked you to do something with your body: call the robot tool that does it."
+        " Pan turns your head left (negative degrees) or right (positive); tilt looks down (negative) or up"
+        " (positive)."
+    ),
     "general": "",
 }
 
 
+FACTS_HEADER = "What the person you are talking with has told you about themselves (their facts, not yours):"
+
+
+def facts_messages(sentences: Sequence[str]) -> list[BaseMessage]:
+    """The prompt's block of facts about the person (third-person sentences, nodes/facts.py), or nothing.
+
+    A system message of its own right after the persona: the persona's tokens stay the same for everyone,
+    and the block changes only when the person tells a new fact, so the saved prompt states (persona, facts,
+    history) stay valid from one turn to the next."""
+    if not sentences:
+        return []
+    return [SystemMessage(content="\n".join([FACTS_HEADER, *sentences]))]
+
+
 def build_prompt(persona: str) -> ChatPromptTemplate:
-    """``persona`` is inserted verbatim (braces in it are not template variables)."""
+    """``persona`` is inserted verbatim (braces in it are not template variables); the optional ``facts``
+    are :func:`facts_messages`."""
     return ChatPromptTemplate.from_messages(
         [
             SystemMessage(content=persona),
+            MessagesPlaceholder("facts", optional=True),
             MessagesPlaceholder("history", optional=True),
             ("system", "{guidance}"),
             ("human", "{input}"),

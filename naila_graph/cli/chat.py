@@ -34,6 +34,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from naila_graph.memory import clear_conversation, open_checkpointer
     from naila_graph.settings import NailaSettings
     from naila_graph.turn import Failed, Final, Metrics, TurnRunner
+    from naila_graph.user_facts import open_store
 
     settings = NailaSettings()
     text: str | None = args.text
@@ -45,12 +46,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return 2
     thread_id = args.conversation or args.device
     model, degraded_reason = open_model(args.model)
-    with open_checkpointer(settings.resolved_memory_url()) as saver:
+    url = settings.resolved_memory_url()
+    with open_checkpointer(url) as saver, open_store(url) as store:
         if args.new and clear_conversation(saver, thread_id):
             eprint(f"naila: forgot conversation {thread_id!r}")
         if interactive:
             return _interactive(model, settings, degraded_reason, args, thread_id)
-        graph = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
+        graph = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason, store=store)
         assert text is not None
         for event in TurnRunner(graph, saver=saver).run_sync(_request(text, args, thread_id)):
             if isinstance(event, Failed):
@@ -83,6 +85,7 @@ async def _streamed_turn(
     from naila_graph.graph import build_graph
     from naila_graph.memory import open_async_checkpointer
     from naila_graph.turn import Cancelled, Failed, Final, Metrics, Token, TurnEvent, TurnRunner, consume
+    from naila_graph.user_facts import open_async_store
 
     out = sys.stdout
     streamed = False
@@ -109,8 +112,9 @@ async def _streamed_turn(
         elif isinstance(event, Cancelled):  # Ctrl-C: the session goes on, as after a KeyboardInterrupt
             raise KeyboardInterrupt
 
-    async with open_async_checkpointer(settings.resolved_memory_url()) as saver:
-        graph: Any = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason)
+    url = settings.resolved_memory_url()
+    async with open_async_checkpointer(url) as saver, open_async_store(url) as store:
+        graph: Any = build_graph(model, saver, settings=settings, degraded_reason=degraded_reason, store=store)
         runner = TurnRunner(graph, saver=saver)
         await consume(runner.start(_request(text, args, thread_id)), show)
         await runner.aclose()

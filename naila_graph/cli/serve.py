@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logger.info("embedded MQTT 3.1.1 broker listening on 127.0.0.1:%d", broker.port)
     mqtt = mqtt.model_copy(update=updates)
     try:
-        with _loading_model(settings.system_prompt_file, settings.prompt_states_dir) as model:
+        with _loading_model(settings.system_prompt_file, settings.prompt_states_dir, settings.robot_tools) as model:
             return asyncio.run(_serve(settings, mqtt, model))
     finally:
         if broker is not None:
@@ -63,17 +63,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _loading_model(persona_file: Path | None, state_dir: Path) -> Iterator[Any]:
+def _loading_model(persona_file: Path | None, state_dir: Path, robot_tools: Any = "auto") -> Iterator[Any]:
     """The chat model of the ``LLM_*`` settings (the one the server would build), its weights loading in a
     thread while the caller goes on, then the persona's prompt state put back from disk when an earlier
     run left it there (:mod:`llm.disk_states`); on the way out the thread has ended and the weights are
     freed (the server frees them itself once it has taken the model, this covers a start that failed)."""
     from llm import load_chat_model
     from llm.disk_states import restore_from_disk  # noqa: F401  (imported here, not in the thread, which
-    from prompts.persona import load_persona  # noqa: F401  runs while this thread imports the server)
+    from nodes.generate_response import tools_in_prompt  # noqa: F401  runs while this thread imports
+    from prompts.persona import load_persona  # noqa: F401  the server)
 
     model = load_chat_model()
-    thread = threading.Thread(target=_preload, args=(model, persona_file, state_dir), name="model preload", daemon=True)
+    thread = threading.Thread(
+        target=_preload, args=(model, persona_file, state_dir, robot_tools), name="model preload", daemon=True
+    )
     thread.start()
     try:
         yield model
@@ -83,7 +86,7 @@ def _loading_model(persona_file: Path | None, state_dir: Path) -> Iterator[Any]:
             model.unload()
 
 
-def _preload(model: Any, persona_file: Path | None, state_dir: Path) -> None:
+def _preload(model: Any, persona_file: Path | None, state_dir: Path, robot_tools: Any) -> None:
     try:
         model.load()
     except Exception:  # the server's own load raises it again and reports it
@@ -91,9 +94,12 @@ def _preload(model: Any, persona_file: Path | None, state_dir: Path) -> None:
     try:  # before the server starts, so the first request finds the persona evaluated
         from langchain_core.messages import SystemMessage
 
+        from nodes.generate_response import tools_in_prompt
         from prompts.persona import load_persona
 
-        restored = model.restore_prefix_from_disk([SystemMessage(load_persona(persona_file))], state_dir)
+        persona = SystemMessage(load_persona(persona_file))
+        tools = tools_in_prompt(robot_tools, model)  # as the server's turns will render them
+        restored = model.restore_prefix_from_disk([persona], state_dir, tools=tools)
         if restored:
             logger.info("restored the persona's prompt state from disk: %d tokens", restored)
     except Exception as exc:  # an optimisation: priming evaluates the persona as before

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.server import NailaServer
 from naila_graph.settings import MQTTSettings, NailaSettings
 from nodes.act import ActionTaker, likely_tool, named_tools
+from nodes.generate_response import ResponseGenerator
 from nodes.robot_tools import MAX_REPAIR_ROUNDS, UNABLE_TEXT
 from tests.support.mqtt import robot
 
@@ -50,12 +52,19 @@ def _scripted(*replies: AIMessage) -> Scripted:
     return Scripted(messages=iter(replies))
 
 
+def _actor(model: Any) -> ActionTaker:
+    """The act node as the graph builds it: from the generate_response node (its prompt, history, tools);
+    ``commands`` mode, so the model is bound only by the act node itself."""
+    clock = lambda: datetime(2026, 6, 15, 10, 30)  # noqa: E731
+    return ResponseGenerator(model, persona="You are NAILA.", clock=clock, max_turns=20, robot_tools="commands").actor
+
+
 STATE = {"intent": "robot_command", "text": "Turn your head to the left.", "messages": []}
 
 
 def test_a_valid_call_becomes_actions_commands_and_a_confirmation() -> None:
     model = _scripted(_call("move_head", "a", pan_degrees=-30))
-    update = ActionTaker(model, "You are NAILA.").invoke(STATE, {})
+    update = _actor(model).invoke(STATE, {})
     assert model.bound[0]["tool_choice"] == "move_head"  # the command names the head: only that tool
     assert update["response_text"] == "Turning my head to the left."
     assert update["response_source"] == "llm"
@@ -71,7 +80,7 @@ def test_a_valid_call_becomes_actions_commands_and_a_confirmation() -> None:
 
 def test_an_out_of_range_call_is_sent_back_once_and_the_repaired_call_is_taken() -> None:
     model = _scripted(_call("move_head", "a", pan_degrees=200), _call("move_head", "b", pan_degrees=-90))
-    update = ActionTaker(model, "You are NAILA.").invoke(STATE, {})
+    update = _actor(model).invoke(STATE, {})
     assert update["commands"][0]["payload"]["degrees"] == -90
     second_prompt = model.seen[1]
     errors = [m for m in second_prompt if isinstance(m, ToolMessage)]
@@ -81,7 +90,7 @@ def test_an_out_of_range_call_is_sent_back_once_and_the_repaired_call_is_taken()
 def test_after_the_repair_rounds_nothing_is_done_and_naila_says_so() -> None:
     bad = [_call("move_head", str(i), pan_degrees=500) for i in range(1 + MAX_REPAIR_ROUNDS)]
     model = _scripted(*bad)
-    update = ActionTaker(model, "You are NAILA.").invoke(STATE, {})
+    update = _actor(model).invoke(STATE, {})
     assert len(model.seen) == 1 + MAX_REPAIR_ROUNDS
     assert update == {
         "response_text": UNABLE_TEXT,
@@ -93,15 +102,15 @@ def test_after_the_repair_rounds_nothing_is_done_and_naila_says_so() -> None:
 
 async def test_the_async_path_takes_the_same_call() -> None:
     model = _scripted(_call("set_lights", "a", color="blue"))
-    update = await ActionTaker(model, "You are NAILA.").ainvoke(STATE, {})
+    update = await _actor(model).ainvoke(STATE, {})
     assert update["response_text"] == "Making my lights blue."
     assert update["commands"][0]["payload"]["color"] == "#0000FF"
 
 
 def test_other_intents_and_models_without_tools_are_left_to_generate_response() -> None:
     model = _scripted(_call("move_head", "a", pan_degrees=-30))
-    assert ActionTaker(model, "x").invoke({**STATE, "intent": "question"}, {}) == {}
-    assert ActionTaker(None, "x").invoke(STATE, {}) == {}
+    assert _actor(model).invoke({**STATE, "intent": "question"}, {}) == {}
+    assert _actor(None).invoke(STATE, {}) == {}
     assert model.seen == []
 
 
@@ -181,7 +190,7 @@ def test_a_command_naming_two_parts_gets_one_forced_call_per_part_in_the_order_s
     text = "Turn your head to the left and make your lights red"
     assert named_tools(text) == ["move_head", "set_lights"]
     model = _scripted(_call("move_head", "a", pan_degrees=-45), _call("set_lights", "b", color="red"))
-    update = ActionTaker(model, "You are NAILA.").invoke({**STATE, "text": text}, {})
+    update = _actor(model).invoke({**STATE, "text": text}, {})
     assert [b["tool_choice"] for b in model.bound] == ["move_head", "set_lights"]
     assert update["response_text"] == "Turning my head to the left. Making my lights red."
     assert [c["sequence"] for c in update["commands"]] == [0, 1]
@@ -192,5 +201,5 @@ def test_when_one_part_of_a_two_part_command_fails_nothing_is_done() -> None:
     text = "Turn your head to the left and make your lights red"
     bad_lights = [_call("set_lights", str(i), color="red", duration_ms=1) for i in range(1 + MAX_REPAIR_ROUNDS)]
     model = _scripted(_call("move_head", "a", pan_degrees=-45), *bad_lights)
-    update = ActionTaker(model, "You are NAILA.").invoke({**STATE, "text": text}, {})
+    update = _actor(model).invoke({**STATE, "text": text}, {})
     assert update["response_text"] == UNABLE_TEXT and "commands" not in update

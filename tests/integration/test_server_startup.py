@@ -36,11 +36,14 @@ class _SlowPrimer(ChatLlamaCpp):
         should_stop: Callable[[], bool] | None = None,
         conversation: str | None = None,
         next_role: Any = None,
+        tools: Sequence[Any] | None = None,
     ) -> int:
         if conversation is None and len(messages) == 1:  # the persona, at start-up
             self.__dict__["priming"].set()
             await self.__dict__["release"].wait()
-        return await super().aprefill(messages, should_stop=should_stop, conversation=conversation, next_role=next_role)
+        return await super().aprefill(
+            messages, should_stop=should_stop, conversation=conversation, next_role=next_role, tools=tools
+        )
 
 
 async def test_the_server_is_online_and_answers_before_the_persona_is_primed(
