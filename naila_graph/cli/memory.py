@@ -95,7 +95,10 @@ def cmd_memory_show(args: argparse.Namespace) -> int:
     with _stored_facts() as user_facts:
         facts = user_facts.facts(args.id)
     if not messages and not facts:
-        raise CLIError(f"no stored conversation or facts {args.id!r} (see `naila memory list`, `naila memory facts`)")
+        raise CLIError(
+            f"no stored conversation {args.id!r} and no facts about its person"
+            " (see `naila memory list`, `naila memory facts`)"
+        )
     for message in messages:
         role = {"human": "user", "ai": "naila", "tool": "result"}.get(message.type, message.type)
         for call in getattr(message, "tool_calls", None) or []:  # a robot action NAILA took
