@@ -671,19 +671,27 @@ class GuardFire:
 class GuardCheck:
     """Runs the graph's answer guards (``nodes.guards.find_violations``) over answers that are right, to
     count false positives: a guard must never fire on an answer every evaluator passes, nor on a case's
-    reference answer. Unavailable (``available`` False, ``note`` says why) until the guards exist."""
+    reference answer. Each answer is checked as the graph checks it: with the names the user tried to
+    impose so far (the guards' own ``imposed_names``, plus the case's ``forbidden_identities``) and the
+    length budget of the message it answers (``turn_budget``). Unavailable (``available`` False, ``note``
+    says why) until the guards exist."""
 
     key = "guards"
     description = "answer guards firing on correct answers and on reference answers (false positives)"
 
-    def __init__(self, find: Any = None) -> None:
+    def __init__(self, find: Any = None, *, names_of: Any = None, budget_of: Any = None) -> None:
         self.note = ""
         if find is None:
             try:
-                from nodes.guards import find_violations as find  # type: ignore[import-not-found,unused-ignore]
-            except ImportError as exc:
+                import importlib
+
+                guards = importlib.import_module("nodes.guards")
+                find = guards.find_violations
+                names_of = getattr(guards, "imposed_names", None)
+                budget_of = getattr(guards, "turn_budget", None)
+            except (ImportError, AttributeError) as exc:
                 self.note = f"guards not available (nodes.guards.find_violations: {exc}); false positives not measured"
-        self.find = find
+        self.find, self.names_of, self.budget_of = find, names_of, budget_of
         self._params: set[str] = set()
         if find is not None:
             import inspect
@@ -697,21 +705,28 @@ class GuardCheck:
     def available(self) -> bool:
         return self.find is not None
 
-    def check(self, case: Case, text: str) -> GuardFire:
-        """The guards that fire on ``text`` as an answer to ``case``'s last message."""
+    def check(self, case: Case, text: str, turn: int | None = None) -> GuardFire:
+        """The guards that fire on ``text`` as the answer to ``case``'s message number ``turn`` (0-based;
+        default the last)."""
         if self.find is None or not text.strip():
             return GuardFire(())
-        offered: dict[str, Any] = {
-            "imposed_names": tuple(case.expect.forbidden_identities),
-            "user_text": case.question,
-            "question": case.question,
-            "detail": case.expect.detail,
-        }
+        index = len(case.turns) - 1 if turn is None else turn
+        user_text = case.turns[index]
+        names = list(case.expect.forbidden_identities)
+        if self.names_of is not None:
+            from langchain_core.messages import HumanMessage
+
+            earlier = [HumanMessage(t) for t in case.turns[:index]]
+            names += [n for n in self.names_of(earlier, user_text) if n not in names]
+        offered: dict[str, Any] = {"imposed_names": tuple(names)}
+        if self.budget_of is not None:
+            budget = self.budget_of(user_text)
+            offered["max_sentences"], offered["max_words"] = budget.sentences, budget.words
         kwargs = {k: v for k, v in offered.items() if k in self._params}
         violations = list(self.find(text, **kwargs) or [])
-        names = tuple(str(getattr(v, "guard", None) or getattr(v, "name", None) or v) for v in violations)
-        details = tuple(str(getattr(v, "detail", None) or getattr(v, "message", None) or "") for v in violations)
-        return GuardFire(names, details)
+        names_fired = tuple(str(getattr(v, "guard", None) or getattr(v, "name", None) or v) for v in violations)
+        details = tuple(f"{getattr(v, 'topic', '')}: {getattr(v, 'evidence', '')}".strip(": ") for v in violations)
+        return GuardFire(names_fired, details)
 
 
 def build_evaluators(embedder: Embedder, persona: str = NAILA_PERSONA) -> list[Evaluator]:

@@ -187,6 +187,8 @@ def render_table(report: dict[str, Any]) -> str:
         f"  ·  {report['wall_time_s']:.0f}s  ·  dataset {report['dataset']['name']} v{report['dataset']['version']}",
         "",
     ]
+    if not summary["cases"]:  # only action cases were chosen
+        return "\n".join([*lines, *action_lines(report.get("actions") or {"skipped": "none chosen"})])
     rows = [["EVALUATOR", "MEAN", "PASS", "N", "THRESHOLD"]]
     for key in keys:
         s = summary["evaluators"][key]
@@ -276,7 +278,10 @@ def guard_lines(guards: dict[str, Any]) -> list[str]:
         )
     ]
     for fire in guards["fires"]:
-        lines.append(f"  {fire['case']} ({fire['where']}): {', '.join(fire['guards'])} on {fire['text'][:80]!r}")
+        why = "; ".join(fire.get("details") or fire["guards"])
+        lines.append(
+            f"  {fire['case']} ({fire['where']}): {', '.join(fire['guards'])} ({why}) on {fire['text'][:80]!r}"
+        )
     return lines
 
 

@@ -406,11 +406,17 @@ def guard_report(guards: GuardCheck, report: dict[str, Any], cases: Sequence[Cas
             continue
         for number, turn in enumerate(row["turns"], start=1):
             checked += 1
-            hit = guards.check(by_id[row["id"]], turn["answer"])
+            hit = guards.check(by_id[row["id"]], turn["answer"], number - 1)
             if hit.guards:
                 fired += 1
                 fires.append(
-                    {"case": row["id"], "where": f"turn {number}", "guards": list(hit.guards), "text": turn["answer"]}
+                    {
+                        "case": row["id"],
+                        "where": f"turn {number}",
+                        "guards": list(hit.guards),
+                        "details": list(hit.details),
+                        "text": turn["answer"],
+                    }
                 )
                 for name in hit.guards:
                     by_guard[name] = by_guard.get(name, 0) + 1
@@ -421,7 +427,13 @@ def guard_report(guards: GuardCheck, report: dict[str, Any], cases: Sequence[Cas
         if hit.guards:
             ref_fired += 1
             fires.append(
-                {"case": case.id, "where": "reference", "guards": list(hit.guards), "text": case.expect.reference}
+                {
+                    "case": case.id,
+                    "where": "reference",
+                    "guards": list(hit.guards),
+                    "details": list(hit.details),
+                    "text": case.expect.reference,
+                }
             )
             for name in hit.guards:
                 by_guard[name] = by_guard.get(name, 0) + 1

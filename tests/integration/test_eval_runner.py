@@ -13,7 +13,15 @@ from langchain_core.messages import AIMessage
 
 from evals.cases import Dataset, load_dataset
 from evals.embeddings import SentenceEmbedder
-from evals.report import compare_reports, load_report, render_comparison, render_markdown, render_table, write_reports
+from evals.report import (
+    compare_reports,
+    gate_failures,
+    load_report,
+    render_comparison,
+    render_markdown,
+    render_table,
+    write_reports,
+)
 from evals.runner import RunOptions, langsmith_configured, run_eval, sync_dataset
 from llm import ChatLlamaCpp
 from naila_graph.cli import main
@@ -77,7 +85,7 @@ def test_bad_answers_fail_and_are_listed(run_fake: RunFake) -> None:
     assert set(failing) == {"memory-name", "honesty-coffee"}
     assert "memory" in failing["memory-name"] and "honesty" in failing["honesty-coffee"]
     table = render_table(report)
-    assert "failing cases (2):" in table and "memory-name: memory 0.00: missing Priya" in table
+    assert "failing cases (2):" in table and "memory-name [must_pass] [heldout]: memory 0.00: missing Priya" in table
     markdown = render_markdown(report)
     assert "## Failing cases (2)" in markdown and "### honesty-coffee" in markdown
 
@@ -253,3 +261,189 @@ def test_uploading_syncs_the_cases_into_a_versioned_dataset_once(dataset: Datase
     assert examples[0].outputs["expect"]["memory"] == [["Priya"]]
     sync_dataset(client, dataset, cases)
     assert len(client.examples) == len(dataset.cases)  # nothing uploaded twice
+
+
+# ---------------------------------------------------------------- #14: splits, must_pass, gate, guards
+
+
+def test_the_report_shows_pass_rates_per_split_and_the_must_pass_cases(run_fake: RunFake) -> None:
+    bad = [*GOOD[:4], "I don't know your name.", GOOD[5]]
+    report = run_fake(bad)
+    by_id = {c["id"]: c for c in report["cases"]}
+    assert by_id["memory-name"]["must_pass"] is True and by_id["greet-hello"]["must_pass"] is False
+    splits = report["summary"]["splits"]
+    expected = {split: [c for c in report["cases"] if c["split"] == split] for split in ("tuned", "heldout")}
+    for split, members in expected.items():
+        if members:
+            assert splits[split]["cases"] == len(members)
+            assert splits[split]["passed_cases"] == sum(1 for c in members if c["passed"])
+    memory_split = by_id["memory-name"]["split"]
+    assert splits[memory_split]["evaluators"]["memory"] == {"n": 1, "passed": 0, "pass_rate": 0.0}
+    assert report["summary"]["must_pass"] == {"cases": 1, "passed": 0, "failed": ["memory-name"]}
+    table = render_table(report)
+    assert "SPLIT" in table and "must_pass cases: 0/1 (0%); failing: memory-name" in table
+    assert "## Splits" in render_markdown(report)
+
+
+def test_the_gate_lists_failing_must_pass_cases_and_low_pass_rates(run_fake: RunFake) -> None:
+    good = run_fake(GOOD)
+    assert gate_failures(good) == []
+    assert gate_failures(good, {"memory": 1.0, "honesty": 0.9}) == []
+    bad = run_fake([*GOOD[:4], "I don't know your name.", GOOD[5]])
+    assert gate_failures(bad) == ["must_pass case memory-name failed"]
+    reasons = gate_failures(bad, {"memory": 0.9, "brevity": 0.5})
+    assert reasons == ["must_pass case memory-name failed", "memory: pass rate 0% is below the required 90%"]
+    # an evaluator that scored nothing cannot show its rate: the gate does not pass silently
+    assert gate_failures(run_fake(GOOD[:2], cases="greet-hello,question-multiply"), {"memory": 0.5}) == [
+        "memory: no case was scored, so its pass rate cannot reach 50%"
+    ]
+
+
+def test_guard_false_positives_are_counted_on_passing_answers_and_references(
+    dataset: Dataset, embedder: SentenceEmbedder
+) -> None:
+    from evals.evaluators import GuardCheck
+
+    def find(text: str, *, imposed_names: tuple[str, ...] = ()) -> list[Any]:
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(guard="length", topic="words", evidence="x")] if "Priya" in text else []
+
+    model = GenericFakeChatModel(messages=iter([AIMessage(a) for a in GOOD]))
+    report = run_eval(
+        model,
+        dataset,
+        dataset.select(CASES),
+        RunOptions(model_name="fake"),
+        embedder=embedder,
+        progress=False,
+        guards=GuardCheck(find),
+    )
+    guards = report["guards"]
+    assert guards["available"] and guards["answers_checked"] == 6
+    assert guards["answers_fired"] == 2 and guards["false_positive_rate"] == round(2 / 6, 4)
+    assert guards["references_checked"] == 4 and guards["references_fired"] == 1  # "Your name is Priya!"
+    assert [(f["case"], f["where"]) for f in guards["fires"]] == [
+        ("memory-name", "turn 1"),
+        ("memory-name", "turn 3"),
+        ("memory-name", "reference"),
+    ]
+    assert "guards (false positives): fired on 2 of 6 answers" in render_table(report)
+
+
+def test_without_the_guards_the_report_says_why(
+    dataset: Dataset, embedder: SentenceEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from evals.evaluators import GuardCheck
+
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "nodes.guards", None)  # as before nodes/guards.py existed
+        missing = GuardCheck()
+    model = GenericFakeChatModel(messages=iter([AIMessage(a) for a in GOOD]))
+    options = RunOptions(model_name="fake")
+    report = run_eval(model, dataset, dataset.select(CASES), options, embedder=embedder, progress=False, guards=missing)
+    assert report["guards"]["available"] is False
+    assert "guards: guards not available" in render_table(report)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("nope=0.5", "unknown evaluator 'nope'"),
+        ("honesty=1.5", "the rate must be between 0 and 1"),
+        ("honesty=high", "the rate must be a number"),
+        ("honesty", "expected EVALUATOR=RATE"),
+    ],
+)
+def test_a_bad_min_pass_is_a_usage_error(value: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "run", "--min-pass", value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_a_failing_must_pass_case_makes_the_run_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], embedding_model_dir: Path
+) -> None:
+    """The real graph on the tiny random GGUF: random text never recalls 'Priya', so the must_pass case fails."""
+    from tests.support.models import tiny_model_path
+
+    args = ["eval", "run", "--model", tiny_model_path("never"), "--out", str(tmp_path), "--no-actions"]
+    code = main([*args, "--cases", "memory-name"])
+    captured = capsys.readouterr()
+    assert code == 3, captured.err
+    assert "gate failed" in captured.err and "must_pass case memory-name failed" in captured.err
+    assert "must_pass cases: 0/1" in captured.out  # the table is printed all the same
+    report = load_report(next(tmp_path.glob("*.json")))
+    assert report["gate"]["passed"] is False and report["actions"] == {"skipped": "--no-actions"}
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_min_pass_gates_on_an_evaluators_pass_rate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], embedding_model_dir: Path
+) -> None:
+    from tests.support.models import tiny_model_path
+
+    args = ["eval", "run", "--model", tiny_model_path("never"), "--out", str(tmp_path), "--cases", "greet-hello"]
+    # the greeting is detected by rules, whatever the model says: the gate passes
+    assert main([*args, "--min-pass", "intent_detection=1.0"]) == 0
+    capsys.readouterr()
+    # random text is not relevant to "Hello!": the gate fails
+    assert main([*args, "--min-pass", "intent_detection=100%", "--min-pass", "relevance=0.9"]) == 3
+    err = capsys.readouterr().err
+    assert "relevance: pass rate 0% is below the required 90%" in err and "intent_detection" not in err
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_the_run_command_scores_action_cases_through_the_graph(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], embedding_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Action cases go through the real graph on the tiny GGUF: clear commands through the act node's
+    forced calls (only the tool each names), a greeting through the answer path with no call."""
+    from evals.actions import check_call
+    from tests.support.models import tiny_model_path
+
+    monkeypatch.setenv("LLM_CONTEXT_SIZE", "8192")  # the robot tools' schemas take thousands of tiny-model tokens
+    monkeypatch.setenv("LLM_MAX_TOKENS", "96")  # room for a whole forced call
+    chosen = "clear-head-left,clear-lights-blue,none-hello"
+    code = main(["eval", "run", "--model", tiny_model_path("never"), "--cases", chosen, "--out", str(tmp_path)])
+    captured = capsys.readouterr()
+    report = load_report(next(tmp_path.glob("*.json")))
+    actions = report["actions"]
+    assert report["summary"]["cases"] == 0 and actions["dataset"]["cases"] == 3
+    by_id = {c["id"]: c["outcome"] for c in actions["cases"]}
+    for case_id, tool in (("clear-head-left", "move_head"), ("clear-lights-blue", "set_lights")):
+        outcome = by_id[case_id]
+        assert outcome["error"] is None and outcome["spoken"]
+        # what the graph executed passed its own validation: only the tool the command names, in limits
+        assert all(c["name"] == tool and check_call(c["name"], c["args"]) is None for c in outcome["calls"])
+    assert any(by_id[i]["calls"] for i in ("clear-head-left", "clear-lights-blue"))  # the state's tool_calls are read
+    assert by_id["none-hello"]["calls"] == [] and by_id["none-hello"]["spoken"]
+    hello = next(c for c in actions["cases"] if c["id"] == "none-hello")
+    assert hello["scores"]["no_action"]["passed"] is True
+    assert "actions through the graph: 3 of" in captured.out and "ACTION EVALUATOR" in captured.out
+    assert "EVALUATOR  " not in captured.out.replace("ACTION EVALUATOR", "")  # no empty eval table
+    assert "[action 3/3] none-hello" in captured.err
+    must_failed = [c["id"] for c in actions["cases"] if c["must_pass"] and not c["passed"]]
+    assert code == (3 if must_failed else 0), captured.err
+    assert report["gate"]["failures"] == [f"must_pass action case {i} failed" for i in must_failed]
+
+
+@pytest.mark.usefixtures("small_generations")
+def test_no_actions_skips_the_action_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], embedding_model_dir: Path
+) -> None:
+    from tests.support.models import tiny_model_path
+
+    args = ["eval", "run", "--model", tiny_model_path("never"), "--out", str(tmp_path), "--no-actions"]
+    assert main([*args, "--cases", "greet-hello,clear-head-left"]) == 0
+    out = capsys.readouterr().out
+    assert "actions: skipped (--no-actions)" in out
+    report = load_report(next(tmp_path.glob("*.json")))
+    assert [c["id"] for c in report["cases"]] == ["greet-hello"]
+    # only action cases asked for, and skipped: nothing to run is a clear error
+    assert main([*args, "--cases", "clear-head-left"]) == 1
+    assert "no case matches" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -605,15 +606,11 @@ def test_persona_passes_refusing_an_imposed_name() -> None:
 # ---------------------------------------------------------------- guards (false positives)
 
 
-def test_guard_check_is_skipped_with_a_note_while_the_guards_do_not_exist() -> None:
+def test_guard_check_is_skipped_with_a_note_while_the_guards_do_not_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "nodes.guards", None)  # what an import sees before nodes/guards.py exists
     check = GuardCheck()
-    try:
-        import nodes.guards  # noqa: F401
-    except ImportError:
-        assert not check.available and "guards not available" in check.note
-        assert check.check(case("Hi"), "Hello!").guards == ()
-    else:
-        assert check.available and check.note == ""
+    assert not check.available and "guards not available" in check.note
+    assert check.check(case("Hi"), "Hello!").guards == ()
 
 
 class _Violation:
@@ -679,3 +676,15 @@ def test_cases_can_be_selected_by_split_and_must_pass() -> None:
     assert {c.split for c in dataset.select("heldout")} == {"heldout"}
     assert all(c.must_pass for c in dataset.select("must_pass"))
     assert {c.id for c in dataset.select("must_pass,perspective-*")} >= {"perspective-dog-max", "memory-name"}
+
+
+def test_no_guard_fires_on_a_reference_answer() -> None:
+    pytest.importorskip("nodes.guards")
+    check = GuardCheck()
+    assert check.available, check.note
+    fired = {}
+    for c in load_dataset().cases:
+        hit = check.check(c, c.expect.reference)
+        if hit.guards:
+            fired[c.id] = hit.details
+    assert fired == {}
