@@ -9,7 +9,7 @@ back to the event loop through a queue (DESIGN.md decision 1).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
@@ -44,7 +44,7 @@ __all__ = ["KV_GGML_TYPES", "ChatLlamaCpp", "Utf8Decoder"]
 
 _CALL_OPTIONS = {
     "stop", "max_tokens", "temperature", "top_p", "top_k", "repeat_penalty", "seed", "timeout",
-    "grammar", "grammar_triggers", "tools", "tool_choice",
+    "grammar", "grammar_triggers", "tools", "tool_choice", "call_schemas",
 }  # fmt: skip
 
 
@@ -299,6 +299,7 @@ class ChatLlamaCpp(BaseChatModel):
         tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
         *,
         tool_choice: str | bool | dict[str, Any] | None = None,
+        call_schemas: Mapping[str, Mapping[str, Any]] | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (LangChain tools, functions, pydantic models, TypedDicts or JSON/OpenAI tool dicts).
@@ -306,9 +307,14 @@ class ChatLlamaCpp(BaseChatModel):
         ``tool_choice``: ``"auto"`` (default: text, or calls once the model starts one), ``"any"`` /
         ``"required"`` / ``True`` (exactly one call, grammar-constrained), a tool name (exactly one call of
         that tool), ``"none"`` (never a call). Calls come back in ``AIMessage.tool_calls``; a call the
-        answer did not finish is in ``invalid_tool_calls`` (llm.tool_calls)."""
+        answer did not finish is in ``invalid_tool_calls`` (llm.tool_calls). ``call_schemas`` (our extension):
+        per tool name, a narrower JSON schema of its arguments that the grammar holds the call to, while the
+        prompt shows the tools as given (so saved prompt states still match)."""
         formatted = [convert_to_openai_tool(tool) for tool in tools]
-        prepare_tools(formatted, tool_choice, GENERIC_FORMAT)  # names and tool_choice checked now, not later
+        # names, tool_choice and call_schemas checked now, not later
+        prepare_tools(formatted, tool_choice, GENERIC_FORMAT, call_schemas=call_schemas)
+        if call_schemas:
+            kwargs["call_schemas"] = {name: dict(schema) for name, schema in call_schemas.items()}
         return super().bind(tools=formatted, tool_choice=tool_choice, **kwargs)
 
     def with_structured_output(
@@ -507,6 +513,7 @@ class ChatLlamaCpp(BaseChatModel):
     def _prepare(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[GenerationParams, CallStreamer | None]:
         """The generation's parameters and, when tools are bound, what reads calls out of its text."""
         tools, tool_choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
+        call_schemas = kwargs.pop("call_schemas", None)
         params = self._params(stop, kwargs)
         if not tools:
             if tool_choice not in (None, "none", "auto"):
@@ -518,6 +525,7 @@ class ChatLlamaCpp(BaseChatModel):
             tool_choice,
             self._session.tool_format,
             (self.json_max_string_length, self.json_max_items),
+            call_schemas,
         )
         if params.grammar is not None and setup.grammar is not None:
             raise ValueError("a grammar and tool calls cannot be combined in one call")

@@ -124,6 +124,25 @@ def envelope_schema(tools: Sequence[Mapping[str, Any]], allowed: Sequence[str], 
     return schema
 
 
+def narrowed(tools: list[dict[str, Any]], call_schemas: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``tools`` with the arguments' schemas of ``call_schemas`` put in (a ``ValueError`` names an unknown tool)."""
+    names = tool_names(tools)
+    unknown = sorted(set(call_schemas) - set(names))
+    if unknown:
+        raise ValueError(
+            f"call_schemas names tools that are not bound: {', '.join(unknown)} (bound: {', '.join(names)})"
+        )
+    for name, schema in call_schemas.items():
+        if not isinstance(schema, Mapping) or schema.get("type", "object") != "object":
+            raise ValueError(f"call_schemas[{name!r}] must be a JSON schema of type object, got {schema!r}")
+    return [
+        {**t, "function": {**t["function"], "parameters": dict(call_schemas[t["function"]["name"]])}}
+        if t["function"]["name"] in call_schemas
+        else t
+        for t in tools
+    ]
+
+
 def call_grammar(
     fmt: ToolCallFormat,
     tools: Sequence[Mapping[str, Any]],
@@ -157,9 +176,15 @@ def _lit(text: str) -> str:
 
 
 def prepare(
-    tools: Sequence[Mapping[str, Any]], tool_choice: Any, fmt: ToolCallFormat, limits: Limits | None = None
+    tools: Sequence[Mapping[str, Any]],
+    tool_choice: Any,
+    fmt: ToolCallFormat,
+    limits: Limits | None = None,
+    call_schemas: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> ToolSetup:
-    """Check the tools, read ``tool_choice`` and build the grammar for one generation."""
+    """Check the tools, read ``tool_choice`` and build the grammar for one generation. ``call_schemas``: per
+    tool name, a narrower JSON schema of its arguments for the grammar (the prompt shows the tools as given,
+    so the saved prompt states still match), e.g. a head turn "to the left" admits only negative angles."""
     given = [dict(t) for t in tools]
     names = tool_names(given)
     for name in names:
@@ -168,7 +193,7 @@ def prepare(
     if choice == "none" or not allowed:
         return ToolSetup(given, "none", (), fmt, None, None)
     forced = choice == "forced"
-    grammar = call_grammar(fmt, given, allowed, forced=forced, limits=limits)
+    grammar = call_grammar(fmt, narrowed(given, call_schemas or {}), allowed, forced=forced, limits=limits)
     if forced:
         return ToolSetup(given, choice, allowed, fmt, grammar, None)
     triggers = list(fmt.triggers) + ["^" + t for t in dict.fromkeys((*fmt.start_triggers, *_BARE_STARTS))]

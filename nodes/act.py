@@ -1,21 +1,27 @@
 """act: a clear robot command ("turn your head left", "make your lights blue") becomes a forced call of
 NAILA's robot tools (nodes/robot_tools.py), checked against the tools' hard limits before anything moves.
 
-The model sees the persona, the recent conversation and the command, with the robot tools bound and a
-forced ``tool_choice``: the grammar admits exactly one valid call. A command that names one part of the
-body ("your head") allows only that part's tool; one that names several ("turn your head left and make
-your lights red") gets one forced call per part, in the order said; one that names none, any tool.
+The model sees the same prompt as in any other turn (persona, robot tools, facts, history; the guidance
+of intent ``robot_command``), so a command reuses the saved prompt states, with a forced ``tool_choice``:
+the grammar admits exactly one valid call. A command that names one part of the body ("your head")
+allows only that part's tool; one that names several ("turn your head left and make your lights red")
+gets one forced call per part, in the order said; one that names none, any tool. What the words fix
+("left", "look down", "30 degrees", "blue", "happy") narrows the call's grammar too
+(:func:`nodes.robot_tools.call_schemas`): a small model cannot pan when told to look down.
 A call whose arguments break a limit the grammar cannot hold (e.g. a speed of 0.7 where 0.5 is the
 most) goes back to the model as an error ``ToolMessage`` it can read, at most ``MAX_REPAIR_ROUNDS``
 times; then NAILA says it cannot do that and nothing is sent. Nothing is executed from a call the answer
-did not finish (``invalid_tool_calls``).
+did not finish (``invalid_tool_calls``). :meth:`ActionTaker.settle` does the same checking and repairing
+for a call the model made on its own in an ordinary turn (``NAILA_ROBOT_TOOLS=auto``).
 
 The turn's state gets the spoken confirmation (``response_text``), ``actions`` (one line per action, for
-logs and front ends) and ``commands`` (the ``naila/command/request`` commands the server publishes).
+logs and front ends), ``commands`` (the ``naila/command/request`` commands the server publishes) and
+``tool_calls`` (the calls as done, which finalize stores in memory with their results).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 from collections.abc import Generator
@@ -32,6 +38,7 @@ from nodes.robot_tools import (
     MAX_REPAIR_ROUNDS,
     UNABLE_TEXT,
     ValidatedAction,
+    call_schemas,
     commands_for,
     confirmation,
     describe_action,
@@ -45,10 +52,13 @@ logger = logging.getLogger(__name__)
 # Words that name one tool's part of the body: when a command names exactly one, only that tool may be
 # called (a small model otherwise turns its whole body when asked to turn its head).
 _TOOL_WORDS: dict[str, re.Pattern[str]] = {
-    "move_head": re.compile(r"\b(?:head|look|nod)\b"),
+    "move_head": re.compile(r"\b(?:head|look|nod|glance|peek)\b"),
     "set_lights": re.compile(r"\b(?:lights?|leds?|lamp|glow|blink|flash|light\s+up)\b"),
-    "drive": re.compile(r"\b(?:drive|forwards?|backwards?|roll)\b"),
-    "turn_body": re.compile(r"\b(?:turn\s+(?:yourself\s+|your\s+body\s+)?around|spin|turn\s+your\s+body)\b"),
+    "drive": re.compile(r"\b(?:drive|forwards?|backwards?|roll|come|closer|nearer)\b"),
+    "turn_body": re.compile(
+        r"\b(?:turn\s+(?:yourself\s+|your\s+body\s+)?around|spin|turn\s+your\s+body|rotate\s+yourself"
+        r"|turn\s+(?:to\s+(?:the\s+|your\s+)?)?(?:left|right)|turn\s+\d+\s*(?:degrees|°)|(?:quarter|half|full)\s+turn)\b"
+    ),
     "show_expression": re.compile(r"\b(?:face|expression|smile|look\s+(?:happy|sad|surprised|sleepy|angry))\b"),
     "stop_all_motion": re.compile(r"^\W*(?:please\s+)?(?:stop|halt|freeze)\b"),
 }
@@ -113,7 +123,7 @@ class ActionTaker:
         actions: list[ValidatedAction] = []
         reply = None
         for choice in self._choices(state):  # one forced call per part the command names
-            bound = self.chat_model.bind_tools(self.tools, tool_choice=choice)
+            bound = self._bind(choice, state.get("text", ""))
             messages = self._messages(state)
             for _ in range(1 + MAX_REPAIR_ROUNDS):
                 reply = yield bound, messages
@@ -123,6 +133,16 @@ class ActionTaker:
             else:
                 return self._unable()
         return self._done(actions, reply)
+
+    def _bind(self, choice: str, text: str) -> Any:
+        """The model with the robot tools bound for one forced call; a model whose ``bind_tools`` takes
+        ``call_schemas`` (ChatLlamaCpp) also gets what the command's words fix (directions, sizes, colours)."""
+        assert self.chat_model is not None
+        if "call_schemas" not in inspect.signature(type(self.chat_model).bind_tools).parameters:
+            return self.chat_model.bind_tools(self.tools, tool_choice=choice)
+        names = [t["function"]["name"] for t in self.tools] if choice == "any" else [choice]
+        narrowed = call_schemas(text, names)
+        return self.chat_model.bind_tools(self.tools, tool_choice=choice, call_schemas=narrowed or None)
 
     def _settle(self, bound: Any, messages: list[BaseMessage], reply: AIMessage) -> Plan:
         """An ``auto`` answer with calls: done when they are valid; else their errors go back to the model

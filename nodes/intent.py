@@ -109,7 +109,8 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 _POLITE = r"^(?:(?:hey\s+)?naila\W*\s*)?(?:please\s+)?(?:(?:can|could|would|will)\s+you\s+(?:please\s+)?)?"
 _COMMAND_FORMS = (
     r"(?:turn|move|tilt|rotate|point|swivel)\s+(?:your\s+)?head\b",
-    r"look\s+(?:to\s+(?:the\s+|your\s+)?)?(?:left|right|straight|ahead|around|at\s+me)\b",
+    r"(?:look|glance|peek)\s+(?:over\s+(?:there\s+)?)?(?:to\s+(?:the\s+|your\s+)?)?"
+    r"(?:left|right|straight|ahead|around|at\s+me)\b",
     # "look up"/"look down" alone (not "look up when the museum opens": that is a search)
     r"look\s+(?:up|down)(?=\s*(?:$|[.!,]|at\b|a\s+bit|a\s+little|please|for\s+me|again))",
     r"nod\b|shake\s+your\s+head\b",
@@ -121,10 +122,13 @@ _COMMAND_FORMS = (
     r"(?:drive|go|move|roll|back)\s+(?:a\s+(?:bit|little)\s+)?(?:forwards?|backwards?|back|ahead|up)"
     r"(?=\s*(?:$|[.!,]|a\s+bit|a\s+little|please|for\s+me|slowly|\d))",
     r"(?:turn|spin|rotate)\s+(?:yourself\s+|your\s+body\s+)?(?:around|left|right|to\s+the\s+(?:left|right))\b",
-    r"(?:turn|spin)\s+\d+\s*(?:degrees|°)",
+    r"(?:turn|spin|rotate)\s+(?:yourself\s+|your\s+body\s+)?(?:\d+\s*(?:degrees|°)|a\s+(?:quarter|half|full)\s+turn)",
+    r"(?:come|move|drive|roll)\s+(?:a\s+(?:bit|little)\s+)?(?:closer|nearer|over\s+here|towards?\s+me)"
+    r"(?=\s*(?:$|[.!,]|to\s+me|please|for\s+me|now))",
     r"smile\b|(?:make|show|pull)\s+(?:me\s+)?(?:a|an|your)\s+\w+\s+(?:face|expression)\b",
     r"look\s+(?:happy|sad|surprised|sleepy|angry|thoughtful)\b",
-    r"(?:stop|halt|freeze)(?:\s+(?:moving|now|everything|it|all(?:\s+motion)?))?\s*[.!]*$",
+    r"(?:stop|halt|freeze)(?:\s+(?:moving|now|everything|it|all(?:\s+motion)?))?\s*"
+    r"(?:[.!]*$|,?\s+and\s+(?=.*\b(?:lights?|leds?|head|turn|look|drive|face)\b))",
 )
 _COMMAND = re.compile(_POLITE + "(?:" + "|".join(_COMMAND_FORMS) + ")")
 _APOSTROPHES = str.maketrans({"’": "'", "‘": "'", "`": "'", "´": "'"})

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,6 +46,7 @@ __all__ = [
     "StopAllMotion",
     "TurnBody",
     "ValidatedAction",
+    "call_schemas",
     "command_message",
     "commands_for",
     "confirmation",
@@ -177,6 +179,112 @@ class ValidatedAction:
     name: str
     args: BaseModel
     call_id: str
+
+
+# ------------------------------------------------------------------------------- what the words say
+
+_LEFT = re.compile(r"\bleft\b")
+_RIGHT = re.compile(r"\bright\b")
+_UP = re.compile(r"\b(?:up|upwards?|above|ceiling|sky)\b")
+_DOWN = re.compile(r"\b(?:down|downwards?|below|floor)\b")
+_FORWARD = re.compile(r"\b(?:forwards?|ahead|closer|nearer|towards? me)\b")
+_BACKWARD = re.compile(r"\b(?:backwards?|back|away|reverse)\b")
+_DEGREES = re.compile(r"\b(\d{1,4})\s*(?:°|degrees?|deg)\b")
+_CENTIMETRES = re.compile(r"\b(\d{1,4})\s*(?:cm|centimet(?:er|re)s?)\b")
+_EXPRESSION_WORDS: dict[str, str] = {
+    "happy": "happy", "smile": "happy", "sad": "sad", "surprised": "surprised", "surprise": "surprised",
+    "thinking": "thinking", "thoughtful": "thinking", "sleepy": "sleepy", "tired": "sleepy",
+    "neutral": "neutral", "love": "love", "loving": "love", "angry": "angry", "mad": "angry",
+}  # fmt: skip
+_PATTERN_WORDS: dict[str, str] = {
+    "blink": "blink", "blinking": "blink", "flash": "blink", "flashing": "blink", "pulse": "pulse",
+    "pulsing": "pulse", "rainbow": "rainbow", "off": "off",
+}  # fmt: skip
+
+
+def _one(found: set[Any]) -> Any:
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _words_in(text: str, words: dict[str, str]) -> set[str]:
+    return {value for word, value in words.items() if re.search(rf"\b{word}\b", text)}
+
+
+def call_schemas(text: str, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """For a clear command, the arguments its words leave open, per robot tool in ``names``: a JSON schema
+    narrower than the tool's (``ChatLlamaCpp.bind_tools(call_schemas=...)`` holds the call's grammar to it).
+
+    Only what the words say unambiguously: "left" (and not "right") makes a head pan or a body turn negative,
+    "look down" tilts the head down and leaves the pan at 0, "30 degrees" fixes the size when it is within
+    the limits, "forward"/"closer" the driving direction, one colour name the lights' colour, one mood the
+    expression. Small models get directions wrong more often than anything else (the 0.5B panned when told
+    to look down); the grammar makes that impossible. Everything else stays the model's choice.
+    """
+    lowered = text.lower()
+    horizontal = _one({side for side, words in (("left", _LEFT), ("right", _RIGHT)) if words.search(lowered)})
+    vertical = _one({side for side, words in (("up", _UP), ("down", _DOWN)) if words.search(lowered)})
+    degrees = _one({int(n) for n in _DEGREES.findall(lowered)})
+    schemas: dict[str, dict[str, Any]] = {}
+    for name in names:
+        tool = _BY_NAME.get(name)
+        if tool is None:
+            continue
+        fields: dict[str, dict[str, Any]] = {}
+        if tool is MoveHead:
+            if horizontal:
+                fields["pan_degrees"] = _signed(horizontal == "right", degrees if not vertical else None, 90)
+                if not vertical:
+                    fields["tilt_degrees"] = {"enum": [0]}
+            if vertical:
+                fields["tilt_degrees"] = _signed(vertical == "up", degrees if not horizontal else None, 30)
+                if not horizontal:
+                    fields["pan_degrees"] = {"enum": [0]}
+        elif tool is TurnBody and horizontal:
+            fields["degrees"] = _signed(horizontal == "right", degrees, 180)
+        elif tool is Drive:
+            direction = _one(
+                {way for way, words in (("forward", _FORWARD), ("backward", _BACKWARD)) if words.search(lowered)}
+            )
+            if direction:
+                fields["direction"] = {"enum": [direction]}
+            centimetres = _one({int(n) for n in _CENTIMETRES.findall(lowered)})
+            if centimetres is not None and 1 <= centimetres <= 30:
+                fields["distance_cm"] = {"enum": [centimetres]}
+        elif tool is SetLights:
+            colour = _one({c for c in COLORS if re.search(rf"\b{c}\b", lowered)})
+            if colour:
+                fields["color"] = {"enum": [colour]}
+            pattern = _one(_words_in(lowered, _PATTERN_WORDS))
+            if pattern:
+                fields["pattern"] = {"enum": [pattern]}
+                if pattern == "off" and not colour:
+                    fields["color"] = {"enum": ["white"]}  # off: the colour does not matter
+        elif tool is ShowExpression:
+            expression = _one(_words_in(lowered, _EXPRESSION_WORDS))
+            if expression:
+                fields["expression"] = {"enum": [expression]}
+        if fields:
+            schemas[name] = _with_fields(tool, fields)
+    return schemas
+
+
+def _signed(positive: bool, size: int | None, limit: int) -> dict[str, Any]:
+    """Degrees on one side of 0: exactly ``size`` when it is within the limit, else any (1..limit)."""
+    if size is not None and 1 <= size <= limit:
+        return {"enum": [size if positive else -size]}
+    return {"minimum": 1, "maximum": limit} if positive else {"minimum": -limit, "maximum": -1}
+
+
+def _with_fields(tool: type[BaseModel], fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The tool's argument schema with ``fields`` narrowed; a narrowed field is required (a default would
+    let the call leave it out)."""
+    schema = convert_to_openai_tool(tool)["function"]["parameters"]
+    properties = {k: dict(v) for k, v in schema.get("properties", {}).items()}
+    for field, narrow in fields.items():
+        kept = {k: v for k, v in properties[field].items() if k in ("type", "description")}
+        properties[field] = {**kept, **narrow}
+    required = list(dict.fromkeys([*schema.get("required", []), *fields]))
+    return {**schema, "properties": properties, "required": required}
 
 
 # ---------------------------------------------------------------------------------------- validation

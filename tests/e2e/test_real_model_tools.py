@@ -80,3 +80,44 @@ def test_a_spoken_command_moves_the_head_the_right_way_through_the_graph(qwen: C
     assert state["response_text"] == "Turning my head to the left."
     lights = graph.invoke(turn_input("Make your lights blue.", device_id="desk"), turn_config("desk"))
     assert [c["payload"]["color"] for c in lights["commands"]] == ["#0000FF"]
+
+
+# ------------------------------------------------------------------------------ NAILA's own robot tools
+
+
+@pytest.fixture(scope="module")
+def naila_graph(qwen: ChatLlamaCpp) -> Any:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from naila_graph.graph import build_graph
+    from naila_graph.settings import NailaSettings
+
+    return build_graph(qwen, InMemorySaver(), settings=NailaSettings(robot_tools="auto"))
+
+
+def _say(graph: Any, device: str, text: str) -> dict[str, Any]:
+    from naila_graph.graph import turn_config, turn_input
+
+    return dict(graph.invoke(turn_input(text, device_id=device), turn_config(device)))
+
+
+def test_the_real_model_says_what_it_just_did_from_the_stored_call(naila_graph: Any) -> None:
+    done = _say(naila_graph, "memory_bot", "Turn your head to the left.")
+    assert done["response_source"] == "llm" and done["actions"][0].startswith("head pan=-")  # the words fix "left"
+    answer = _say(naila_graph, "memory_bot", "What did you just do?")
+    assert answer["response_source"] == "llm" and answer["commands"] == []  # the model's words, no new action
+    text = answer["response_text"].lower()
+    assert "head" in text and ("left" in text or "turn" in text), text
+
+
+def test_with_the_tools_bound_an_ordinary_question_is_answered_in_words(naila_graph: Any) -> None:
+    answer = _say(naila_graph, "quiz_bot", "What's the capital of France?")
+    assert answer["response_source"] == "llm" and answer["commands"] == [] and answer["actions"] == []
+    assert "paris" in answer["response_text"].lower()
+
+
+def test_the_real_model_looks_down_when_told_to(naila_graph: Any) -> None:
+    """Before the command's words held the call, the 0.5B panned its head when told to look down."""
+    done = _say(naila_graph, "look_bot", "Look down.")
+    (command,) = [c for c in done["commands"] if c["payload"].get("action") == "tilt"]
+    assert command["payload"]["degrees"] < 0 and done["response_source"] == "llm"

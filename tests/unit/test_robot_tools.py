@@ -17,6 +17,7 @@ from nodes.robot_tools import (
     MAX_REPAIR_ROUNDS,
     ROBOT_TOOLS,
     ValidatedAction,
+    call_schemas,
     command_message,
     commands_for,
     confirmation,
@@ -437,3 +438,65 @@ def test_a_head_move_that_also_tilts_is_a_pan_and_a_tilt_command() -> None:
             "payload": {"motor_group": "head", "action": "tilt", "degrees": -15, "speed": 0.8},
         },
     ]
+
+
+# ------------------------------------------------------------------------ what a command's words fix
+
+_ALL = ["move_head", "drive", "turn_body", "set_lights", "show_expression", "stop_all_motion"]
+
+
+def _narrow(text: str, tool: str) -> dict[str, Any]:
+    """The properties of ``tool`` that ``text`` narrowed, with their bounds (enum, minimum, maximum)."""
+    schema = call_schemas(text, _ALL).get(tool)
+    if schema is None:
+        return {}
+    original = {t["function"]["name"]: t["function"]["parameters"] for t in robot_tool_schemas()}[tool]
+    changed = {f: v for f, v in schema["properties"].items() if v != original["properties"][f]}
+    return {f: {k: v[k] for k in ("enum", "minimum", "maximum") if k in v} for f, v in changed.items()}
+
+
+@pytest.mark.parametrize(
+    ("text", "tool", "expected"),
+    [
+        ("Turn your head left", "move_head",
+         {"pan_degrees": {"minimum": -90, "maximum": -1}, "tilt_degrees": {"enum": [0]}}),
+        ("look to your right please", "move_head",
+         {"pan_degrees": {"minimum": 1, "maximum": 90}, "tilt_degrees": {"enum": [0]}}),
+        ("Look down.", "move_head", {"tilt_degrees": {"minimum": -30, "maximum": -1}, "pan_degrees": {"enum": [0]}}),
+        ("Look up at the ceiling", "move_head",
+         {"tilt_degrees": {"minimum": 1, "maximum": 30}, "pan_degrees": {"enum": [0]}}),
+        ("Turn your head 30 degrees to the left.", "move_head",
+         {"pan_degrees": {"enum": [-30]}, "tilt_degrees": {"enum": [0]}}),
+        ("Look down and to the left", "move_head",
+         {"pan_degrees": {"minimum": -90, "maximum": -1}, "tilt_degrees": {"minimum": -30, "maximum": -1}}),
+        ("Turn your head 200 degrees to the left", "move_head",  # beyond the limit: the side only
+         {"pan_degrees": {"minimum": -90, "maximum": -1}, "tilt_degrees": {"enum": [0]}}),
+        ("Turn your head 200 degrees.", "move_head", {}),  # no side said: nothing fixed
+        ("Look left, no, right!", "move_head", {}),  # both sides: the words are not clear
+        ("Spin 90 degrees to the right", "turn_body", {"degrees": {"enum": [90]}}),
+        ("Drive forward 10 centimetres", "drive", {"direction": {"enum": ["forward"]}, "distance_cm": {"enum": [10]}}),
+        ("Drive forward 2 meters", "drive", {"direction": {"enum": ["forward"]}}),
+        ("Come a little closer to me", "drive", {"direction": {"enum": ["forward"]}}),
+        ("Make your lights blue", "set_lights", {"color": {"enum": ["blue"]}}),
+        ("Blink your lights yellow", "set_lights", {"color": {"enum": ["yellow"]}, "pattern": {"enum": ["blink"]}}),
+        ("Make your lights red or blue", "set_lights", {}),
+        ("Look happy", "show_expression", {"expression": {"enum": ["happy"]}}),
+        ("You look tired, show me your sleepy face", "show_expression", {"expression": {"enum": ["sleepy"]}}),
+        ("Stop!", "stop_all_motion", {}),
+    ],
+)  # fmt: skip
+def test_a_commands_clear_words_narrow_the_call(text: str, tool: str, expected: dict[str, Any]) -> None:
+    assert _narrow(text, tool) == expected
+
+
+def test_narrowed_fields_are_required_and_stay_within_the_tools_limits() -> None:
+    schema = call_schemas("Turn your head 30 degrees to the left", ["move_head"])["move_head"]
+    assert {"pan_degrees", "tilt_degrees"} <= set(schema["required"])  # a default would let the call skip them
+    for text in ["look left", "look right", "look up", "look down", "spin left", "turn your head 90 degrees right"]:
+        for name, narrowed in call_schemas(text, _ALL).items():
+            tool = {t["function"]["name"]: t for t in robot_tool_schemas()}[name]["function"]["parameters"]
+            for field, spec in narrowed["properties"].items():
+                low, high = tool["properties"][field].get("minimum"), tool["properties"][field].get("maximum")
+                for value in [*spec.get("enum", []), spec.get("minimum"), spec.get("maximum")]:
+                    if isinstance(value, int) and low is not None:
+                        assert low <= value <= high, (text, field, value)
