@@ -427,6 +427,16 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"`must_pass` cases: {_rate_of(must['passed'], must['cases'])}"
             + (f"; failing: {', '.join(must['failed'])}" if must["failed"] else ""),
         ]
+    if report.get("gate"):
+        gate = report["gate"]
+        wanted = ", ".join(f"{k} ≥ {v:.0%}" for k, v in gate["min_pass"].items()) or "none"
+        out += [
+            "",
+            "## Gate",
+            "",
+            f"{'Passed' if gate['passed'] else 'Failed'} (must_pass cases; --min-pass: {wanted}).",
+        ]
+        out += [f"- {_md_cell(reason)}" for reason in gate["failures"]]
     if report.get("guards"):
         out += ["", "## Guards", "", "```text", *guard_lines(report["guards"]), "```"]
     if report.get("actions"):

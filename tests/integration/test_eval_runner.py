@@ -379,6 +379,8 @@ def test_a_failing_must_pass_case_makes_the_run_exit_3(
     assert "must_pass cases: 0/1" in captured.out  # the table is printed all the same
     report = load_report(next(tmp_path.glob("*.json")))
     assert report["gate"]["passed"] is False and report["actions"] == {"skipped": "--no-actions"}
+    markdown = next(tmp_path.glob("*.md")).read_text(encoding="utf-8")
+    assert "## Gate" in markdown and "- must_pass case memory-name failed" in markdown
 
 
 @pytest.mark.usefixtures("small_generations")
