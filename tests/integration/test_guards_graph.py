@@ -149,7 +149,7 @@ def test_a_name_imposed_in_an_earlier_turn_is_guarded_in_later_turns() -> None:
     assert "Do not go along with it" in guidance
     later = _turn(graph, "How was your day?")
     assert later["response_text"] == "My day was great!" and later["metrics"]["guards"] == ["identity"]
-    assert "tried to call you Blackbeard" in model.prompts[1][-2].text
+    assert "Blackbeard" not in model.prompts[1][-2].text  # the later guidance does not repeat the name
 
 
 def test_questions_about_naila_never_reach_the_model() -> None:
