@@ -122,12 +122,14 @@ _OTHER_IDENTITY = re.compile(
     r"\b(?:chat\s?gpt|gpt-?\d(?:\.\d)?o?|open\s?ai|qwen[\d.]*|tongyi(?:\s+qianwen)?|alibaba(?:\s+cloud)?"
     r"|meta(?:\s+ai)?|llama[\s-]?\d*(?:\.\d)?|anthropic|claude|google(?:\s+assistant)?|gemini|bard|deepmind"
     r"|microsoft|copilot|cortana|siri|alexa|deepseek|mistral|an?\s+(?:ai\s+|artificial\s+intelligence\s+)?"
-    r"(?:large\s+)?language\s+model|an?\s+llm|an?\s+(?:ai|virtual)\s+assistant|an?\s+ai\s+model)\b"
+    r"(?:large\s+)?language\s+model|an?\s+llm|an?\s+(?:ai|virtual|digital)\s+assistant|an?\s+ai\s+model"
+    r"|an?\s+(?:ai\s+)?chat\s?bot|an?\s+computer\s+program)\b"
 )
 # "As an AI language model, …": a claim wherever it stands.
 _AS_A_MODEL = re.compile(
     r"\bas\s+an?\s+(?:ai|artificial\s+intelligence|large\s+language|language|virtual)\s+(?:language\s+)?"
     r"(?:model|assistant)\b|\bas\s+an?\s+llm\b|\bas\s+(?:chat\s?gpt|qwen|claude|gemini|llama)\b"
+    r"|\bas\s+an\s+ai\b(?!\s+robot)"
 )
 _SELF_ANCHOR = re.compile(
     r"\b(?:i\s+am|i'm|im|i\s+was|i've\s+been|i\s+have\s+been|i\s+will\s+be|i'll\s+be|i\s+used\s+to\s+be"
