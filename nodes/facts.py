@@ -35,6 +35,7 @@ KINDS = (
     "birthday",
     "family",
     "pet",
+    "pets",
     "like",
     "dislike",
     "allergy",
@@ -86,7 +87,8 @@ _NOT_NAMES = (
 _LEAD = re.compile(
     r"^(?:(?:actually|no|nope|nah|sorry|oops|wait|well|oh|hey|hi|hello|ok|okay|so|also|and|but|btw|by the way|"
     r"just so you know|fyi|you know what|correction|i meant|i mean|to be clear|remember that|remember|"
-    r"please remember(?: that)?|don't forget(?: that)?|for the record|anyway|yes|yeah|right)\b[\s,:!-]*)+",
+    r"please remember(?: that)?|don't forget(?: that)?|for the record|anyway|yes|yeah|right|now|then|"
+    r"fun fact(?: about me)?|oops typo|typo|ugh|um|uh|hmm|lol)\b[\s,:!-]*)+",
     re.IGNORECASE,
 )
 # A clause that is a hypothetical, a role play or a question states nothing about the speaker.
@@ -115,8 +117,23 @@ _I_AM = r"(?:i'm|i am|im|i’m)"
 _I_HAVE = r"(?:i have|i've got|i’ve got|ive got|i got|we have|we've got|i own|i also have)"
 
 _SPLIT = re.compile(
-    r"[.!?;]+\s*|\s*,\s*(?:and|but)\s+|\s+(?:and|but|plus)\s+(?=(?:i|i'm|i've|im|my|we|we're|our|call)\b)|"
-    r",\s+(?=(?:i|i'm|i've|im|my|we|call)\b)",
+    r"[.!?;]+\s*|\s*,\s*(?:and|but)\s+|"
+    r"\s+(?:and|but|plus|so)\s+(?=(?:now\s+|then\s+|also\s+)?(?:i|i'm|i've|im|my|we|we're|our|call)\b)|"
+    r"[,:]\s+(?=(?:i|i'm|i've|im|my|we|call)\b)",
+    re.IGNORECASE,
+)
+# Emoji and other symbols say nothing a fact needs (and would end a name: "Kiwi 🦜").
+_SYMBOLS = re.compile(r"[^\w\s'’,.!?;:&/()-]+")
+# Chat fillers at the end of a clause ("I'm Sam btw", "I live in Valencia now").
+_TAIL = re.compile(
+    r"(?:[\s,]+(?:btw|by the way|lol|haha+|hehe|lmao|tbh|now|actually|too|as well|though|anyway|ok|okay|"
+    r"obviously|of course|hah|yay|ugh|xd))+$",
+    re.IGNORECASE,
+)
+# Words the person quotes or is asked to repeat are not about them ("repeat after me: I am Siri").
+_QUOTING = re.compile(
+    r"\b(?:repeat after me|say after me|repeat this|say this|say the following|read this|say it|reply with|"
+    r"pretend|role ?play|let's play|lets play)\b|\bsay\s*[:\"“']",
     re.IGNORECASE,
 )
 _TRAILING = re.compile(
@@ -157,6 +174,8 @@ class Fact:
                 return f"The person's birthday is {v}."
             case "family":
                 return f"The person's {d} is called {v}." if v else f"The person has a {d}."
+            case "pets":
+                return f"The person has {d} called {v}."
             case "pet":
                 return f"The person has a {d} called {v}." if v else f"The person has a {d}."
             case "like":
@@ -238,7 +257,8 @@ def _c(pattern: str) -> re.Pattern[str]:
 
 
 _NAME_PATTERNS = (
-    _c(rf"^my (?:first |full |real )?name(?:'s| is|’s)\s+{_NAME}$"),
+    _c(rf"^my (?:first |full |real )?name(?:'s| is|’s)\s+(?:actually |really |now )?{_NAME}$"),
+    _c(rf"^(?:it's |this is )?{_CAP_NAME} here$"),
     _c(
         rf"^(?:you can |please |just |from now on |everyone |people |my friends )?call(?:s)? me"
         rf"\s+{_NAME}(?:\s+please)?$"
@@ -258,6 +278,11 @@ _PET_PATTERNS = (
 )
 # "my dog Rex" anywhere in a clause ("I'm walking my dog Rex later"): needs the capital.
 _PET_APPOSITION = re.compile(rf"\bmy {_PET_ADJ}(?P<pet>{_PETS}),?\s+{_CAP_NAME}\b", re.IGNORECASE)
+_NUMBERS = "two|three|four|five|2|3|4|5"
+_PETS_PLURAL = _c(
+    rf"^{_I_HAVE} (?P<count>{_NUMBERS}) {_PET_ADJ}(?P<pet>{_PETS})s?(?:,\s*|\s+(?:called|named)\s+)"
+    rf"(?P<names>{_NAME.replace('?P<name>', '')}(?:(?:\s*,\s*|\s+and\s+){_NAME.replace('?P<name>', '')})+)$"
+)
 _PET_NAMELESS = _c(rf"^{_I_HAVE} an? {_PET_ADJ}(?P<pet>{_PETS})$")
 _FAMILY_PATTERNS = (
     _c(rf"^(?:the name of )?my (?P<rel>{_RELATIONS}){_IS_CALLED}\s+{_NAME}$"),
@@ -268,6 +293,7 @@ _FAMILY_PATTERNS = (
 _FAMILY_APPOSITION = re.compile(
     rf"\bmy (?:(?:little|older|younger|big|twin|baby|best) )?(?P<rel>{_RELATIONS}),?\s+{_CAP_NAME}\b", re.IGNORECASE
 )
+_FAMILY_NAMED_FIRST = re.compile(rf"^{_CAP_NAME} is my (?P<rel>{_RELATIONS})$", re.IGNORECASE)
 _FAMILY_NAMELESS = _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{_RELATIONS})$")
 _LIKES = (
     _c(rf"^i (?:really |absolutely |just |also |totally |do |truly )*(?:love|like|adore|enjoy|dig)\s+{_THING}$"),
@@ -293,7 +319,16 @@ _LANGUAGE = _c(
     rf"|^{_I_AM} an? (?:native )?(?P<lang3>{_LANGUAGES}) speaker$"
 )
 _HOME = _c(r"^i (?:live|stay) in (?P<place>[^,;]{2,60})$")
-_ORIGIN = _c(r"^(?:i'm|i am|im|i come|i’m) from (?P<place>[^,;]{2,60})$")
+_ORIGIN = _c(r"^(?:(?:i'm|i am|im|i come|i’m) from (?P<place>[^,;]{2,60})|from (?P<place2>(?-i:[A-Z])[^,;]{1,60}))$")
+_JOBS = (
+    "teacher|nurse|doctor|student|engineer|developer|programmer|designer|artist|lawyer|pilot|farmer|baker|chef|"
+    "cook|writer|journalist|scientist|researcher|accountant|architect|dentist|pharmacist|vet|veterinarian|"
+    "electrician|plumber|carpenter|mechanic|firefighter|police officer|paramedic|musician|photographer|"
+    "translator|librarian|cashier|waiter|waitress|barista|driver|software engineer|data scientist|manager|"
+    "consultant|professor|lecturer|midwife|psychologist|therapist|social worker|hairdresser|gardener|"
+    "retiree|pensioner|freelancer|entrepreneur|carer|caregiver|tailor|butcher|florist|surgeon"
+)
+_JOB_IS = _c(rf"^{_I_AM} (?:now )?an? (?P<job>(?:[\w-]+ )?(?:{_JOBS}))(?: by profession)?$")
 _JOB = _c(
     r"^i work (?P<job>(?:as an?|at|for|in) [^,;]{2,60})$"
     r"|^my job is (?P<job2>[^,;]{2,60})$"
@@ -328,8 +363,14 @@ _FORGET_SLOT = _c(
     rf"^(?:please |can you |could you |just )?(?:forget|delete|erase)\s+(?:about )?my\s+(?P<what>name|age|language|"
     rf"home|job|birthday|plans?|likes|dislikes|allergies|{_RELATIONS}|{_PETS})(?:'s name)?(?:\s+please)?$"
 )
+# "I don't want you to remember my pets"
+_FORGET_KIND = _c(
+    r"^i (?:don't|do not|dont) want you to (?:remember|know|keep|store) (?:anything about )?my "
+    r"(?P<what>pets|plans|likes|dislikes|allergies|family)$"
+)
 _FORGET_KINDS = {
     "plans": "plan", "plan": "plan", "likes": "like", "dislikes": "dislike", "allergies": "allergy",
+    "pets": "pet", "family": "family",
 }  # fmt: skip
 
 
@@ -339,8 +380,8 @@ def _first(patterns: tuple[re.Pattern[str], ...], clause: str) -> re.Match[str] 
 
 def _clauses(text: str) -> list[str]:
     out = []
-    for part in _SPLIT.split(text):
-        clause = _LEAD.sub("", part.strip(" \t,'\"“”")).strip(" ,")
+    for part in _SPLIT.split(_SYMBOLS.sub(" ", text)):
+        clause = _TAIL.sub("", _LEAD.sub("", " ".join(part.split()).strip(" \t,'\"“”"))).strip(" ,")
         if clause:
             out.append(clause)
     return out
@@ -367,6 +408,8 @@ def extract_facts(text: str, *, today: date | None = None) -> FactUpdate:
         remember[fact.key] = fact
         found[name] = found.get(name, 0) + 1
 
+    if _QUOTING.search(text):
+        return FactUpdate(found={"quoted": 1})
     for clause in _clauses(text):
         if _FORGET_ALL.match(clause):
             forget_all = True
@@ -389,9 +432,19 @@ def extract_facts(text: str, *, today: date | None = None) -> FactUpdate:
                 drop.append(what)
             found["forget_slot"] = found.get("forget_slot", 0) + 1
             continue
+        if m := _FORGET_KIND.match(clause):
+            drop.append(f"kind:{_FORGET_KINDS.get(m['what'].lower(), 'pet')}")
+            found["forget_slot"] = found.get("forget_slot", 0) + 1
+            continue
         if _ignored(clause):
             continue
+        before = sum(found.values())
         _clause_facts(clause, add, drop, told)
+        if sum(found.values()) == before and "," in clause:  # "my name is Sam, Tom is my brother"
+            for part in clause.split(","):
+                part = _TAIL.sub("", _LEAD.sub("", part.strip())).strip()
+                if part and not _ignored(part):
+                    _clause_facts(part, add, drop, told)
     if forget_all:
         return FactUpdate(forget_all=True, found=found)
     return FactUpdate(tuple(remember.values()), tuple(drop), forget_last, found=found)
@@ -418,6 +471,13 @@ def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
             pet = m["pet"].lower()
             add("pet", Fact(f"pet:{pet}", "pet", _proper(m["name"]), pet))
             return
+    if m := _PETS_PLURAL.match(clause):
+        pet = m["pet"].lower()
+        names = [_proper(n) for n in re.split(r"\s*,\s*|\s+and\s+", m["names"]) if n.strip()]
+        if all(_is_name(n) for n in names):
+            value = ", ".join(names[:-1]) + " and " + names[-1]
+            add("pet", Fact(f"pet:{pet}", "pets", value, f"{m['count'].lower()} {pet}s"))
+            return
     if m := _PET_NAMELESS.match(clause):
         pet = m["pet"].lower()
         add("pet", Fact(f"pet:{pet}", "pet", "", pet))
@@ -427,6 +487,10 @@ def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
             rel = m["rel"].lower()
             add("family", Fact(f"family:{rel}", "family", _proper(m["name"]), rel))
             return
+    if (m := _FAMILY_NAMED_FIRST.match(clause)) and _is_name(m["name"]):
+        rel = m["rel"].lower()
+        add("family", Fact(f"family:{rel}", "family", m["name"], rel))
+        return
     if m := _FAMILY_NAMELESS.match(clause):
         rel = m["rel"].lower()
         add("family", Fact(f"family:{rel}", "family", "", rel))
@@ -469,7 +533,10 @@ def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
         add("home", Fact("home", "home", m["place"].strip()))
         return
     if m := _ORIGIN.match(clause):
-        add("origin", Fact("origin", "origin", m["place"].strip()))
+        add("origin", Fact("origin", "origin", (m["place"] or m["place2"]).strip()))
+        return
+    if m := _JOB_IS.match(clause):
+        add("job", Fact("job", "job", f"as a{'n' if m['job'][0].lower() in 'aeiou' else ''} {m['job'].lower()}"))
         return
     if m := _JOB.match(clause):
         if m["job"] or re.match(r"an? ", m["job2"], re.IGNORECASE):
