@@ -56,7 +56,7 @@ _TOOL_WORDS: dict[str, re.Pattern[str]] = {
     "set_lights": re.compile(r"\b(?:lights?|leds?|lamp|glow|blink|flash|light\s+up)\b"),
     "drive": re.compile(r"\b(?:drive|forwards?|backwards?|roll|come|closer|nearer)\b"),
     "turn_body": re.compile(
-        r"\b(?:turn\s+(?:yourself\s+|your\s+body\s+)?around|spin|turn\s+your\s+body|rotate\s+yourself"
+        r"\b(?:turn\s+(?:yourself\s+|your\s+body\s+)?around|spin|(?:turn|rotate)\s+(?:your\s+body|yourself)"
         r"|turn\s+(?:to\s+(?:the\s+|your\s+)?)?(?:left|right)|turn\s+\d+\s*(?:degrees|°)|(?:quarter|half|full)\s+turn)\b"
     ),
     "show_expression": re.compile(r"\b(?:face|expression|smile|look\s+(?:happy|sad|surprised|sleepy|angry))\b"),

@@ -8,6 +8,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
+from inspect import signature
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
@@ -31,7 +32,7 @@ from nodes.guards import (
     trimmed,
 )
 from nodes.pattern_responder import pattern_response, persona_answer
-from nodes.robot_tools import robot_tool_schemas
+from nodes.robot_tools import call_schemas, robot_tool_schemas
 from nodes.speech import has_control_markup
 from prompts.persona import persona_facts
 from prompts.templates import build_prompt, facts_messages, select_history, turn_guidance
@@ -219,6 +220,7 @@ class ResponseGenerator:
         self._auto: bool | None = None if robot_tools == "auto" and can_call_tools(chat_model) else False
         self.chain = build_response_chain(chat_model, persona)
         self._bound: Runnable | None = None  # the model with the tools bound, tool_choice="auto"
+        self._narrows = chat_model is not None and "call_schemas" in signature(type(chat_model).bind_tools).parameters
         self._tools_chain = self.chain
         if chat_model is not None and self._auto is None:
             self._bound = chat_model.bind_tools(self.tools, tool_choice="auto")
@@ -365,9 +367,10 @@ class ResponseGenerator:
 
     def invoke(self, state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
         inputs = self._guarded(self.inputs(state), state)
-        message = self._chain(inputs).invoke(inputs, config)
+        chain, bound = self._chain(inputs)
+        message = chain.invoke(inputs, config)
         if _calls_tools(message):  # the model acted on its own: check the calls, repair, or answer in words
-            settled = self.actor.settle(state, self._bound, self.prompt_messages(inputs), message, config)
+            settled = self.actor.settle(state, bound, self.prompt_messages(inputs), message, config)
             if isinstance(settled, dict):
                 return settled
             message = self._checked(settled, inputs)
@@ -379,9 +382,10 @@ class ResponseGenerator:
         else:  # tokenizing may load the model, or take a while for a long message
             inputs = await asyncio.to_thread(self.inputs, state)
         inputs = self._guarded(inputs, state)
-        message = await self._chain(inputs).ainvoke(inputs, config)
+        chain, bound = self._chain(inputs)
+        message = await chain.ainvoke(inputs, config)
         if _calls_tools(message):
-            settled = await self.actor.asettle(state, self._bound, self.prompt_messages(inputs), message, config)
+            settled = await self.actor.asettle(state, bound, self.prompt_messages(inputs), message, config)
             if isinstance(settled, dict):
                 return settled
             message = self._checked(settled, inputs)
@@ -405,8 +409,19 @@ class ResponseGenerator:
             update["metrics"] = {**update.get("metrics", {}), "guards": list(guard.fired)}
         return update
 
-    def _chain(self, inputs: dict[str, Any]) -> Runnable:
-        return self._tools_chain if inputs["tools"] else self.chain
+    def _chain(self, inputs: dict[str, Any]) -> tuple[Runnable, Runnable | None]:
+        """The turn's chain and its model with the tools bound (None without tools). What the message's words
+        fix (nodes/robot_tools.call_schemas: "left", "purple", "rainbow") narrows a call the model makes,
+        for a model whose ``bind_tools`` takes ``call_schemas``; the prompt stays the same."""
+        if not inputs["tools"] or self.chat_model is None:
+            return self.chain, None
+        if self._narrows:
+            names = [t["function"]["name"] for t in self.tools]
+            narrowed = call_schemas(inputs["input"], names)
+            if narrowed:
+                bound = self.chat_model.bind_tools(self.tools, tool_choice="auto", call_schemas=narrowed)
+                return build_response_chain(bound, self.persona), bound
+        return self._tools_chain, self._bound
 
     @staticmethod
     def _checked(message: AIMessage, inputs: dict[str, Any]) -> AIMessage:

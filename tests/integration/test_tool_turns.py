@@ -240,3 +240,21 @@ def test_a_bad_robot_tools_setting_is_refused_with_the_choices(mode: str, monkey
     monkeypatch.setenv("NAILA_ROBOT_TOOLS", mode)
     with pytest.raises(ValidationError, match=r"auto.*commands.*off"):
         NailaSettings()
+
+
+def test_in_an_ordinary_turn_the_words_narrow_a_call_the_model_may_make(tiny_model: str) -> None:
+    """"Keep your lights purple" is no clear command (the model decides whether to act), but if it calls
+    set_lights, purple it is; the prompt's tools stay as they are (the saved states match)."""
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=32768, max_tokens=8).load()
+    try:
+        generator = ResponseGenerator(model, persona="x", clock=lambda: CLOCK, max_turns=20)
+        inputs = generator.inputs({"text": "Keep your lights purple for a while", "intent": "general"})
+        _, bound = generator._chain(inputs)
+        assert bound is not None
+        kwargs: Any = bound.kwargs  # type: ignore[attr-defined]
+        assert kwargs["tool_choice"] == "auto" and kwargs["tools"] == robot_tool_schemas()
+        assert kwargs["call_schemas"]["set_lights"]["properties"]["color"]["enum"] == ["purple"]
+        _, plain = generator._chain(generator.inputs({"text": "What a lovely day", "intent": "general"}))
+        assert plain is generator._bound  # nothing to narrow: the one bound model of every turn
+    finally:
+        model.unload()

@@ -14,6 +14,7 @@ from nodes.intent import detect_intent
     [
         ("Spin a quarter turn to your left.", ["turn_body"]),
         ("Turn your body 90 degrees to the right.", ["turn_body"]),
+        ("Rotate your body 90 degrees to the right.", ["turn_body"]),
         ("Turn 90 degrees", ["turn_body"]),
         ("Turn left and make your lights red.", ["turn_body", "set_lights"]),
         ("Turn your head left and make your lights red", ["move_head", "set_lights"]),
