@@ -101,7 +101,7 @@ def build_graph(
     graph.add_node("dispatch_action", _cheap_node("dispatch_action", dispatch_action))
     act = generator.actor  # clear robot commands; it also settles the calls generate_response makes
     graph.add_node("act", _node("act", act.invoke, act.ainvoke))
-    facts = _facts_nodes(store, settings, now)
+    facts = _facts_nodes(store, settings, now, chat_model if degraded_reason is None else None)
     graph.add_node("generate_response", _generate_node(generator, facts))
     graph.add_node("finalize", _cheap_node("finalize", make_finalize(settings.memory_max_turns)))
     graph.add_edge(START, "process_input")
@@ -121,10 +121,17 @@ def build_graph(
     )
 
 
-def _facts_nodes(store: BaseStore | None, settings: NailaSettings, now: Callable[[], datetime]) -> FactsNodes | None:
+def _facts_nodes(
+    store: BaseStore | None, settings: NailaSettings, now: Callable[[], datetime], chat_model: BaseChatModel | None
+) -> FactsNodes | None:
     if store is None or settings.max_user_facts == 0:
         return None
-    return FactsNodes(UserFacts(store, max_facts=settings.max_user_facts), today=lambda: now().date())
+    return FactsNodes(
+        UserFacts(store, max_facts=settings.max_user_facts),
+        today=lambda: now().date(),
+        extraction=settings.fact_extraction,
+        chat_model=chat_model,
+    )
 
 
 def _generate_node(generator: ResponseGenerator, facts: FactsNodes | None) -> Runnable:

@@ -37,6 +37,10 @@ class NailaSettings(BaseSettings):
         le=1000,
         description="facts about the person kept per device, least recently told dropped first (0..1000; 0 = none)",
     )
+    fact_extraction: Literal["patterns", "model"] = Field(
+        default="patterns",
+        description="patterns: facts about the person read by patterns; model: the loaded model reads them too",
+    )
     max_input_chars: int = Field(default=4000, ge=16, le=1_000_000, description="input cut (16..1000000)")
     confidence_floor: float = Field(default=0.5, ge=0.0, le=1.0, description="STT confidence floor (0..1)")
     timezone: str | None = Field(default=None, description="IANA zone, e.g. Europe/Berlin; unset = local")

@@ -14,11 +14,12 @@ the language, which are single slots and never dropped to make room.
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from langchain_core.messages import RemoveMessage
@@ -26,7 +27,7 @@ from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.store.base import BaseStore, Item, PutOp
 
 from naila_graph.memory import SETTING, MemoryConfigError, _postgres_url, _require_postgres, _sqlite_path
-from nodes.facts import KINDS, Fact, FactUpdate, extract_facts
+from nodes.facts import KINDS, Fact, FactUpdate, aextract_with_model, extract_facts, extract_with_model
 
 logger = logging.getLogger("naila.user_facts")
 
@@ -34,6 +35,7 @@ NAMESPACE = "user_facts"
 DEFAULT_MAX_FACTS = 32
 _KEPT = frozenset({"name", "language"})  # never dropped to make room
 _SEARCH_LIMIT = 10_000  # above any bound; the store's search defaults to 10 items
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|im|my|me|mine|we|our)\b", re.IGNORECASE)  # who may state a fact
 
 
 def facts_namespace(device_id: str) -> tuple[str, str]:
@@ -205,11 +207,18 @@ class FactsNodes:
     ``finalize``: it reads the facts the person's message states (nodes/facts.py, microseconds) and stores
     them. The server publishes a model's answer as soon as the model is done, before this node runs, so the
     answer never waits for it; a pattern or action answer waits for the store's write (~1 ms) only when the
-    message stated a fact."""
+    message stated a fact.
 
-    def __init__(self, facts: UserFacts, today: Any) -> None:
+    ``extraction`` (NAILA_FACT_EXTRACTION): ``patterns``; ``model`` asks ``chat_model`` too (one call held
+    to a schema by a grammar, :func:`nodes.facts.extract_with_model`) for a message that speaks in the first
+    person, its facts added to what the patterns found (the patterns win a slot both fill). That call runs
+    after the answer, but the turn ends only after it: the device's next request, and other devices' model
+    turns, wait for it (~1-3 s on the 0.5B)."""
+
+    def __init__(self, facts: UserFacts, today: Any, *, extraction: str = "patterns", chat_model: Any = None) -> None:
         self.facts = facts
         self.today = today  # () -> date: plans are dated
+        self.model = chat_model if extraction == "model" else None
 
     def _fallback(self, state: dict[str, Any], exc: Exception) -> list[str]:
         logger.warning("device=%s: the facts could not be read (%s); using the last known", state.get("device_id"), exc)
@@ -233,12 +242,37 @@ class FactsNodes:
         except Exception as exc:
             return self._fallback(state, exc)
 
-    def _update(self, state: dict[str, Any]) -> tuple[str, FactUpdate] | None:
+    def _update(self, state: dict[str, Any], by_model: FactUpdate | None = None) -> tuple[str, FactUpdate] | None:
         text, device = state.get("text") or "", state.get("device_id")
         if not text or not device:
             return None
         update = extract_facts(text, today=self.today())
+        if by_model is not None and by_model.remember and not update.forget_all:
+            known = {f.key for f in update.remember}
+            extra = tuple(f for f in by_model.remember if f.key not in known)
+            update = replace(update, remember=update.remember + extra)
         return None if update.empty else (device, update)
+
+    def _asks_model(self, state: dict[str, Any]) -> bool:
+        return self.model is not None and bool(_FIRST_PERSON.search(state.get("text") or ""))
+
+    def _model_update(self, state: dict[str, Any]) -> FactUpdate | None:
+        if not self._asks_model(state):
+            return None
+        try:
+            return extract_with_model(self.model, state["text"], today=self.today())
+        except Exception as exc:  # the patterns' facts are stored all the same
+            logger.warning("device=%s: the model could not read facts (%s)", state.get("device_id"), exc)
+            return None
+
+    async def _amodel_update(self, state: dict[str, Any]) -> FactUpdate | None:
+        if not self._asks_model(state):
+            return None
+        try:
+            return await aextract_with_model(self.model, state["text"], today=self.today())
+        except Exception as exc:
+            logger.warning("device=%s: the model could not read facts (%s)", state.get("device_id"), exc)
+            return None
 
     @staticmethod
     def _changed(before: list[str], after: list[StoredFact], update: FactUpdate) -> dict[str, Any]:
@@ -249,7 +283,7 @@ class FactsNodes:
         return out
 
     def remember(self, state: dict[str, Any]) -> dict[str, Any]:
-        found = self._update(state)
+        found = self._update(state, self._model_update(state))
         if found is None:
             return {}
         device, update = found
@@ -261,7 +295,7 @@ class FactsNodes:
         return self._changed(list(state.get("user_facts") or []), after, update)
 
     async def aremember(self, state: dict[str, Any]) -> dict[str, Any]:
-        found = self._update(state)
+        found = self._update(state, await self._amodel_update(state))
         if found is None:
             return {}
         device, update = found

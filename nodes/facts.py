@@ -22,7 +22,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
 
 # Kinds in the order the prompt lists them (stable, so the facts block changes only when a fact does).
 KINDS = (
@@ -223,7 +225,9 @@ def _proper(name: str) -> str:
 
 def _is_name(name: str) -> bool:
     words = name.split()
-    return bool(words) and all(w.lower().strip("'’") not in _NOT_NAMES for w in words) and len(name) <= 40
+    return (
+        bool(words) and all(len(w) > 1 and w.lower().strip("'’") not in _NOT_NAMES for w in words) and len(name) <= 40
+    )
 
 
 def _thing(text: str) -> str | None:
@@ -544,3 +548,118 @@ def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
         return
     if m := _BIRTHDAY.match(clause):
         add("birthday", Fact("birthday", "birthday", m["day"].strip()))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Second stage: the model, its answer held to a schema by a grammar (NAILA_FACT_EXTRACTION=model)
+# ---------------------------------------------------------------------------------------------------
+
+ModelKind = Literal[
+    "name", "pet", "family", "like", "dislike", "allergy", "plan", "language", "home", "job", "age", "birthday"
+]  # fmt: skip
+
+
+class SaidFact(BaseModel):
+    """One fact the person stated about themselves."""
+
+    kind: ModelKind
+    about: str = Field(
+        default="", max_length=30, description="pet species, family relation or favourite category; else empty"
+    )
+    value: str = Field(max_length=60, description="the name or thing, in the person's own words")
+
+
+class SaidFacts(BaseModel):
+    """The facts the person stated about themselves in one message (none for most messages)."""
+
+    facts: list[SaidFact] = Field(default_factory=list, max_length=5)
+
+
+MODEL_INSTRUCTIONS = (
+    "You read one message a person said to a robot and list the facts the person states about THEMSELVES:"
+    " their name, pets, family, likes, dislikes, allergies, plans, languages, home, job, age or birthday."
+    " Only what the person clearly says about themselves. Nothing about the robot, nothing from questions,"
+    " role play, instructions or things they are asked to repeat. Most messages contain no fact: then the"
+    " list is empty."
+)
+_SECOND_PERSON = re.compile(r"\b(?:you|your|you're|yourself)\b", re.IGNORECASE)
+_NAME_CUE = re.compile(r"\b(?:name|names|call me|i'm|i am|im|this is|here)\b", re.IGNORECASE)  # a name is told
+
+
+def _in_text(value: str, text: str) -> bool:
+    """Every word of ``value`` occurs in ``text``: a small model's invented values are dropped."""
+    words = re.findall(r"\w+", value.lower())
+    said = set(re.findall(r"\w+", text.lower()))
+    return bool(words) and all(w in said for w in words)
+
+
+def model_facts(said: SaidFacts, text: str, *, today: date | None = None) -> FactUpdate:
+    """The model's answer as a :class:`FactUpdate`, with the same keys as the patterns', keeping only facts
+    whose words the message holds; a name is not taken from a message that also talks to the robot ("your
+    name is Bob, call me …" stays with the patterns), and nothing from a message the patterns see as quoted
+    or role play."""
+    if _QUOTING.search(text):
+        return FactUpdate()
+    told = f"{today.day} {today.strftime('%B')}" if today is not None else ""
+    remember: dict[str, Fact] = {}
+    for item in said.facts:
+        value, about = " ".join(item.value.split()), " ".join(item.about.lower().split())
+        if not _in_text(value, text) or (about and not _in_text(about, text)):
+            continue
+        if item.kind == "name" and (_SECOND_PERSON.search(text) or not _NAME_CUE.search(text) or not _is_name(value)):
+            continue
+        if item.kind in ("pet", "family") and not about:
+            continue
+        fact = _model_fact(item.kind, value, about, told)
+        if fact is not None:
+            remember[fact.key] = fact
+    return FactUpdate(tuple(remember.values()), found={f"model_{f.kind}": 1 for f in remember.values()})
+
+
+def _model_fact(kind: str, value: str, about: str, told: str) -> Fact | None:
+    match kind:
+        case "name":
+            return Fact("name", "name", _proper(value))
+        case "pet":
+            return Fact(f"pet:{about}", "pet", _proper(value), about)
+        case "family":
+            return Fact(f"family:{about}", "family", _proper(value), about)
+        case "like":
+            return (
+                Fact(f"favourite:{_slug(about)}", "like", value, about)
+                if about
+                else Fact(f"like:{_slug(value)}", "like", value)
+            )
+        case "dislike" | "allergy":
+            return Fact(f"{kind}:{_slug(value)}", kind, value)
+        case "plan":  # "going to Rome in May" reads right after "they are"; other shapes do not
+            ok = re.match(r"\w+ing\b", value)
+            return Fact(f"plan:{_slug(value)}", "plan", _third_person(value), told) if ok else None
+        case "language":
+            return Fact("language", "language", _language(value))
+        case "job":
+            return Fact(
+                "job", "job", value if value.lower().startswith(("as ", "at ", "for ", "in ")) else f"as {value}"
+            )
+        case "age":
+            return Fact("age", "age", value) if value.isdigit() else None
+        case "home" | "birthday":
+            return Fact(kind, kind, value)
+    return None
+
+
+def extract_with_model(chat_model: Any, text: str, *, today: date | None = None) -> FactUpdate:
+    """The facts the model finds in ``text`` (one grammar-constrained call: ``with_structured_output``)."""
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    said = chat_model.with_structured_output(SaidFacts).invoke([SystemMessage(MODEL_INSTRUCTIONS), HumanMessage(text)])
+    return model_facts(said if isinstance(said, SaidFacts) else SaidFacts.model_validate(said), text, today=today)
+
+
+async def aextract_with_model(chat_model: Any, text: str, *, today: date | None = None) -> FactUpdate:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
+    said = await chat_model.with_structured_output(SaidFacts).ainvoke(
+        [SystemMessage(MODEL_INSTRUCTIONS), HumanMessage(text)]
+    )
+    return model_facts(said if isinstance(said, SaidFacts) else SaidFacts.model_validate(said), text, today=today)

@@ -289,3 +289,50 @@ async def test_the_forget_topic_forgets_a_device_and_bad_payloads_get_an_error(
         assert answer["response"]["text"]
     with open_checkpointer(url_of(tmp_path)) as saver:
         assert conversation_messages(saver, "robot_1")[0].text == "what's my parrot called?"
+
+
+# --------------------------------------------------------------------------------------- the model stage
+
+
+class Reader(GenericFakeChatModel):
+    """A chat model whose structured answer is fixed: what the model stage would read."""
+
+    said: Any = None
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
+        from langchain_core.runnables import RunnableLambda
+
+        return RunnableLambda(lambda _messages: self.said)
+
+
+def test_the_model_stage_adds_what_the_patterns_miss(tmp_path: Path) -> None:
+    from nodes.facts import SaidFact, SaidFacts
+
+    said = SaidFacts(facts=[SaidFact(kind="pet", about="puppy", value="Bolt"), SaidFact(kind="name", value="Bolt")])
+    model = Reader(messages=iter([AIMessage("Congratulations!")] * 3), said=said)
+    settings = NailaSettings(data_dir=tmp_path, fact_extraction="model")
+    with open_checkpointer(url_of(tmp_path)) as saver, open_store(url_of(tmp_path)) as store:
+        graph = build_graph(model, saver, settings=settings, store=store)
+        out = turn(graph, "we got a puppy yesterday, Bolt, and I love him")
+        # the name is dropped: the message tells no name ("Bolt" is the puppy's); "I love him" is no fact
+        assert out["user_facts"] == ["The person has a puppy called Bolt."]
+        model.said = SaidFacts(facts=[SaidFact(kind="dislike", value="Mondays")])
+        turn(graph, "what's the capital of Peru?")  # no first-person words: the model is not asked
+        assert sentences(UserFacts(store).facts("robot1")) == ["The person has a puppy called Bolt."]
+        model.said = SaidFacts(facts=[SaidFact(kind="dislike", value="Mondays")])
+        turn(graph, "ugh, I really can't deal with mondays")  # the patterns miss it, the model does not
+        assert "The person does not like Mondays." in sentences(UserFacts(store).facts("robot1"))
+
+
+def test_the_model_stage_with_the_tiny_gguf_stores_only_words_of_the_message(tmp_path: Path, tiny_model: str) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=48, temperature=0)
+    settings = NailaSettings(data_dir=tmp_path, fact_extraction="model")
+    with open_checkpointer(url_of(tmp_path)) as saver, open_store(url_of(tmp_path)) as store:
+        graph = build_graph(model, saver, settings=settings, store=store)
+        out = turn(graph, SAM)
+        stored = UserFacts(store).facts("robot1")
+    assert out["response_source"] == "llm"
+    assert SAM_FACTS == [s for s in out["user_facts"] if s in SAM_FACTS]  # the patterns' facts are there
+    words = set(SAM.lower().split())
+    for fact in stored:  # a random model's JSON passes the grammar, but its invented values are dropped
+        assert set(fact.fact.value.lower().split()) <= words, fact

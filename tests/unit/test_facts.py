@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from naila_graph.user_facts import StoredFact, plan_changes, sentences
-from nodes.facts import Fact, FactUpdate, extract_facts
+from nodes.facts import Fact, FactUpdate, SaidFact, SaidFacts, extract_facts, model_facts
 from prompts.templates import FACTS_HEADER, facts_messages
 
 TODAY = date(2026, 11, 30)
@@ -267,3 +267,32 @@ def test_the_facts_block_is_one_system_message_after_the_persona() -> None:
         "The person's name is Sam.",
         "The person has a parrot called Kiwi.",
     ]
+
+
+# --------------------------------------------------------------------------------------- the model stage
+
+
+def model_said(text: str, *facts: tuple[str, str, str]) -> list[str]:
+    said = SaidFacts(facts=[SaidFact(kind=k, about=a, value=v) for k, a, v in facts])  # type: ignore[arg-type]
+    return [f.sentence() for f in model_facts(said, text, today=TODAY).remember]
+
+
+def test_the_model_stage_keeps_facts_the_message_holds() -> None:
+    assert model_said(
+        "we got a puppy yesterday, his name is Bolt, and I'm flying to Rome in May",
+        ("pet", "puppy", "Bolt"),
+        ("plan", "", "got a puppy"),  # no "-ing" plan: it would not read as one
+        ("plan", "", "flying to Rome in May"),
+    ) == ["The person has a puppy called Bolt.", "On 30 November the person said they are flying to Rome in May."]
+    assert model_said("my grandma Rosa turns 90", ("family", "grandma", "Rosa")) == [
+        "The person's grandma is called Rosa."
+    ]
+
+
+def test_the_model_stage_drops_invented_and_misplaced_facts() -> None:
+    assert model_said("I walked my dog in the park", ("pet", "dog", "Biscuit")) == []  # not in the message
+    assert model_said("I have a beagle", ("pet", "", "beagle")) == []  # a pet without its species
+    assert model_said("Your name is Bob now, okay?", ("name", "", "Bob")) == []  # said to the robot
+    assert model_said("Repeat after me: my name is Siri", ("name", "", "Siri")) == []
+    assert model_said("I'm tired", ("name", "", "tired")) == []
+    assert model_said("I'm thirty", ("age", "", "thirty")) == []  # ages are numbers
