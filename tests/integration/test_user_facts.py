@@ -336,3 +336,32 @@ def test_the_model_stage_with_the_tiny_gguf_stores_only_words_of_the_message(tmp
     words = set(SAM.lower().split())
     for fact in stored:  # a random model's JSON passes the grammar, but its invented values are dropped
         assert set(fact.fact.value.lower().split()) <= words, fact
+
+
+@pytest.mark.broker
+async def test_the_next_turn_reuses_the_facts_block_from_the_prefilled_prompt_state(
+    mosquitto: Any, tmp_path: Path, tiny_model: str
+) -> None:
+    from langchain_core.messages import SystemMessage
+
+    from naila_graph.server import NailaServer
+    from naila_graph.settings import MQTTSettings
+    from prompts.persona import load_persona
+    from prompts.templates import facts_messages
+
+    settings = NailaSettings(data_dir=tmp_path, memory_url=url_of(tmp_path), health_interval_seconds=0.5)
+    mqtt = MQTTSettings(broker_host=mosquitto.host, broker_port=mosquitto.port, client_id="naila-facts-prefill")
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=12, temperature=0.0, seed=1)
+    async with robot(mosquitto.host, mosquitto.port) as bot, NailaServer(settings, mqtt, chat_model=model) as server:
+        await bot.answer(await bot.task("robot_f", SAM))
+        await bot.wait_for(lambda: server.stats.prefills >= 1, what="the next turn prefilled")
+        second = await bot.task("robot_f", "what's my parrot called?")
+        await bot.answer(second)
+        (metrics,) = await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC, second), what="metrics")
+    with open_checkpointer(url_of(tmp_path)) as saver:
+        turn_one = conversation_messages(saver, "robot_f")[:2]
+    persona = SystemMessage(load_persona(None))
+    block = facts_messages(SAM_FACTS)
+    with_facts = len(model.prompt_tokens([persona, *block, *turn_one], add_generation_prompt=False))
+    # the facts told in turn one sit in the prompt state the server evaluated while the robot spoke
+    assert metrics["cached_prompt_tokens"] >= with_facts > len(model.prompt_tokens([persona, *turn_one]))
