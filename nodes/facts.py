@@ -610,6 +610,10 @@ def model_facts(said: SaidFacts, text: str, *, today: date | None = None) -> Fac
             continue
         if item.kind in ("pet", "family") and not about:
             continue
+        if item.kind in ("name", "pet", "family") and re.search(
+            rf"\b(?:a|an|the|my)\s+{re.escape(value)}\b", text, re.I
+        ):
+            continue  # "I'm a nurse", "I have a beagle": no name follows an article
         fact = _model_fact(item.kind, value, about, told)
         if fact is not None:
             remember[fact.key] = fact

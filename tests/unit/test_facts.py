@@ -296,3 +296,5 @@ def test_the_model_stage_drops_invented_and_misplaced_facts() -> None:
     assert model_said("Repeat after me: my name is Siri", ("name", "", "Siri")) == []
     assert model_said("I'm tired", ("name", "", "tired")) == []
     assert model_said("I'm thirty", ("age", "", "thirty")) == []  # ages are numbers
+    assert model_said("I'm a nurse", ("name", "", "Nurse")) == []  # no name follows an article
+    assert model_said("I have a beagle called Rex", ("pet", "beagle", "beagle")) == []
