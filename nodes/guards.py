@@ -57,6 +57,7 @@ __all__ = [
     "injection_guidance",
     "is_online_request",
     "is_persona_injection",
+    "is_service_request",
     "trimmed",
     "turn_budget",
 ]
@@ -68,7 +69,8 @@ GUARDS = ("identity", "capability", "length")
 class Violation:
     """One guard that fired: its name (one of :data:`GUARDS`), what it is about (``topic``: for identity
     ``other_identity`` or ``imposed_name``; for capability ``online``, ``live_data``, ``messages``,
-    ``reminders``, ``calls`` or ``purchases``; for length ``sentences`` or ``words``) and the words that
+    ``reminders``, ``calls``, ``purchases`` or ``services`` (a service request answered without
+    saying NAILA cannot); for length ``sentences`` or ``words``) and the words that
     tripped it (``evidence``)."""
 
     guard: str
@@ -84,9 +86,10 @@ class Budget:
     words: int
 
 
-# The guidance asks for "at most three short sentences"; a correct answer of three sentences with a
-# clause or two each stays well inside (the longest reference answer of the eval set has 30 words).
-DEFAULT_BUDGET = Budget(sentences=5, words=75)
+# The guidance asks for "at most three short sentences" (the brevity evaluator: 3 sentences, 60 words); one
+# sentence and a few words of margin, so a correct answer never trips it (the longest reference answer of the
+# eval set has 30 words), while a ramble does.
+DEFAULT_BUDGET = Budget(sentences=4, words=64)
 # "unless the person asks for details" (the persona): a story, a list of tips, an explanation.
 DETAIL_BUDGET = Budget(sentences=12, words=220)
 
@@ -268,12 +271,30 @@ _ONLINE_REQUEST = re.compile(
     r"|to\b)\w|search\s+(?:the\s+(?:web|internet|net)|online|for\b)|google\s+\w|browse\s+(?:the\s+)?\w"
     r"|(?:check|find|get|look)\s+(?:\w+\s+){0,4}?(?:online|on\s+the\s+(?:web|internet))"
     r"|(?:latest|today's|breaking)\s+(?:news|headlines|scores?|results?)"
-    r"|(?:price|stock|score|traffic|exchange\s+rate)\b[^.?!]{0,30}?\b(?:right\s+now|today|currently|at\s+the\s+moment)"
-    r"|(?:right\s+now|currently|at\s+the\s+moment)\b[^.?!]{0,30}?\b(?:price|stock|score|traffic))"
+    r"|(?:price|stock|score|traffic|exchange\s+rate)\b[^.?!]{0,30}?\b(?:right\s+now|rn|today|currently|at\s+the"
+    r"\s+moment)|(?:right\s+now|currently|at\s+the\s+moment)\b[^.?!]{0,30}?\b(?:price|stock|score|traffic)"
+    r"|(?:price|worth|value|how\s+much)\b[^.?!]{0,20}?\b(?:bitcoin|btc|ethereum|crypto|stocks?|shares)"
+    r"|(?:bitcoin|btc|ethereum|crypto)\b[^.?!]{0,20}?\b(?:price|worth|value|trading))"
+)
+# A request for a service NAILA has no tool for (nodes/robot_tools.py has none): email and messages, calls,
+# alarms and reminders, orders and bookings. Asked as a request ("set an alarm for 6:30", "can u send an
+# email to my mom?"), not talked about ("my phone's alarm woke me").
+_ASKED = (
+    r"(?:^|[.!?,]\s*|\b(?:can|could|would|will)\s+(?:you|u)\s+(?:please\s+|pls\s+)?|\bplease\s+|\bpls\s+|\bplz\s+"
+    r"|\bi\s+need\s+you\s+to\s+|\bi\s+want\s+you\s+to\s+|\bgo\s+ahead\s+and\s+|\bnaila\W+)"
+)
+_SERVICE_REQUEST = re.compile(
+    _ASKED
+    + r"(?:(?:send|write\s+and\s+send|forward)\s+(?:\w+\s+){0,3}?(?:e-?mails?|mail|messages?|texts?|sms|whatsapp)"
+    r"|(?:e-?mail|text|message|whatsapp|call|phone|ring|dial)\s+(?:my|him|her|them|mum|mom|dad|\w+'s)\b"
+    r"|(?:set|create|make|add|schedule|put)\s+(?:me\s+)?(?:an?\s+|the\s+|my\s+)?(?:\w+\s+)?(?:alarm|reminder"
+    r"|timer|appointment|meeting|calendar)|remind\s+me\s+(?:to\b|at\b|in\s+\d|on\s+\w+day|tomorrow|tonight|later|every)|wake\s+me\s+up|(?:order|buy|book|purchase)\s+(?:me\s+|us\s+)?"
+    r"(?:an?\s+|some\s+|the\s+|my\s+|our\s+)?\w+)"
 )
 _SAYS_CANNOT = re.compile(
     r"\b(?:can't|cannot|can\s+not|unable|not\s+able|don't\s+have|do\s+not\s+have|no\s+(?:internet|access|live"
-    r"|way|connection)|not\s+connected|offline|wish\s+i\s+could|sorry|unfortunately|not\s+sure|don't\s+know)\b"
+    r"|way|connection|tools?)|not\s+connected|offline|wish\s+i\s+could|sorry|unfortunately|not\s+sure"
+    r"|don't\s+know|your\s+phone)\b"
 )
 
 
@@ -281,6 +302,12 @@ def is_online_request(user_text: str) -> bool:
     """Whether ``user_text`` asks NAILA to look something up online or for live data ("look up when the
     museum opens", "search the web for flights", "what's the Bitcoin price right now")."""
     return _ONLINE_REQUEST.search(_lower(user_text)) is not None
+
+
+def is_service_request(user_text: str) -> bool:
+    """Whether ``user_text`` asks NAILA for a service it has no tool for: send an email or a message, call
+    someone, set an alarm or a reminder, order or book something ("set an alarm for 6:30 pls")."""
+    return _SERVICE_REQUEST.search(_lower(user_text)) is not None
 
 
 def _capability_violations(lowered: str) -> list[Violation]:
@@ -337,15 +364,18 @@ def find_violations(
     ``imposed_names``: names the user tried to give NAILA in this conversation (:func:`imposed_names`);
     ``own_name`` is never one of them. ``max_sentences``/``max_words``: the turn's budget
     (:func:`turn_budget`). ``request``: the message answered; when it asks for an online lookup or live
-    data (:func:`is_online_request`), an answer that does not say NAILA cannot is a ``capability``
-    violation (topic ``online``).
+    data (:func:`is_online_request`) or a service without a tool (:func:`is_service_request`), an answer
+    that does not say NAILA cannot is a ``capability`` violation (topic ``online`` or ``services``).
     """
     if max_sentences < 1 or max_words < 1:
         raise ValueError(f"the length budget must be positive, got {max_sentences} sentences, {max_words} words")
     lowered = _lower(text)
     capability = _capability_violations(lowered)
-    if not capability and request and is_online_request(request) and not _SAYS_CANNOT.search(lowered):
-        capability = [Violation("capability", "online", "answered an online lookup as if it could do it")]
+    if not capability and request and not _SAYS_CANNOT.search(lowered):
+        if is_online_request(request):
+            capability = [Violation("capability", "online", "answered an online lookup as if it could do it")]
+        elif is_service_request(request):
+            capability = [Violation("capability", "services", "answered a service request as if it could do it")]
     return [
         *_identity_violations(lowered, tuple(imposed_names), own_name),
         *capability,

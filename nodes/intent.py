@@ -232,13 +232,15 @@ def detect_intent(text: str) -> IntentResult:
 # A persona question must be the whole sentence, give or take these words around it: "who are you going
 # to vote for" and "what can you do about my noisy neighbour" are questions for the model.
 _LEAD = (
-    r"^(?:(?:hey|hi|hello|so|okay|ok|well|and|but|seriously|now|then|really|naila|robot|please|just|um|uh|oh"
+    r"^(?:(?:hey|hi|hello|so|okay|ok|well|and|but|no|seriously|now|then|really|naila|robot|please|just|um|uh|oh"
+    r"|hmm+|hm|lol|haha|come\s+on|admit\s+it|be\s+honest|honestly|tell\s+the\s+truth"
     r"|by\s+the\s+way|btw|tell\s+me|(?:can|could)\s+you\s+(?:please\s+)?tell\s+me|i\s+(?:want|wanna|would"
     r"\s+like)\s+to\s+know|i'm\s+curious|i\s+wonder|first(?:\s+of\s+all)?|quick\s+question)[\s,:;-]+)*"
 )
 _TAIL = (
-    r"(?:[\s,]+(?:naila|then|really|exactly|actually|again|please|now|anyway|by\s+the\s+way|though|at\s+all"
-    r"|for\s+me|anymore|today|my\s+friend|robot|little\s+robot))*[\s?.!]*$"
+    r"(?:[\s,]+(?:naila|then|really|exactly|actually|again|please|pls|now|anyway|by\s+the\s+way|though|tho|at\s+all"
+    r"|for\s+me|anymore|today|my\s+friend|robot|little\s+robot|lol|haha|right|huh|or\s+not|yes\s+or\s+no))*"
+    r"[\s?.!]*$"
 )
 _OTHER_ASSISTANTS = (
     r"(?:chat\s?gpt|gpt(?:-?\d\w*)?|open\s?ai|qwen|llama|claude|gemini|siri|alexa|google(?:\s+assistant)?"
@@ -257,13 +259,22 @@ _PERSONA_FORMS: tuple[tuple[str, str], ...] = (
         r"|introduce\s+yourself|tell\s+me\s+about\s+yourself|are\s+you\s+(?:a\s+|an\s+)?(?:real\s+)?(?:robot"
         r"|human|person|human\s+being|bot|machine|ai|computer|chat\s?bot|program)",
     ),
-    ("other_assistant", r"are\s+you\s+(?:actually\s+|really\s+|secretly\s+|just\s+|like\s+)?" + _OTHER_ASSISTANTS),
+    (
+        "other_assistant",
+        r"(?:are\s+(?:you|u)|(?:you|u)(?:'re|\s+are|\s+r)|ur)\s+(?:(?:actually|really|secretly|just|like|basically)\s+)"
+        r"{0,2}"
+        + _OTHER_ASSISTANTS
+        + r"|(?:you|u)\s+(?:sound|talk|seem|look|write)\s+(?:\w+\s+){0,2}?like\s+"
+        + _OTHER_ASSISTANTS,
+    ),
     (
         "creator",
         r"who\s+(?:made|built|created|designed|programmed|invented|developed|trained|coded|engineered|owns)"
         r"\s+you|who(?:'s|\s+is|\s+are|\s+were)\s+your\s+(?:makers?|creators?|developers?|inventors?|builders?"
         r"|designers?|programmers?|company|owners?)|where\s+do\s+you\s+come\s+from|where\s+did\s+you\s+come\s+from"
-        r"|(?:what|which)\s+company\s+(?:made|built|created|makes|owns|developed)\s+you"
+        r"|(?:what|which)\s+company\s+(?:made|built|created|makes|owns|developed)\s+you|(?:what|which)\s+company"
+        r"|(?:your|the)\s+model(?:\s+name)?|(?:what|which)\s+(?:ai\s+|language\s+|llm\s+)?model\s+(?:are\s+you|do"
+        r"\s+you\s+use|is\s+this|powers\s+you|runs\s+you)"
         r"|are\s+you\s+(?:made|built|created|developed|trained)\s+by\s+(?:alibaba|meta|anthropic|microsoft"
         r"|google|" + _OTHER_ASSISTANTS + ")",
     ),
@@ -294,6 +305,11 @@ _PERSONA_FORMS: tuple[tuple[str, str], ...] = (
 )
 _PERSONA_QUESTIONS = tuple((topic, re.compile(_LEAD + "(?:" + form + ")" + _TAIL)) for topic, form in _PERSONA_FORMS)
 _SENTENCE = re.compile(r"[^.!?]+[.!?]*")
+# A bare name thrown in beside a persona question ("which company? openai? alibaba?"): no topic of its own.
+_BARE_NAME = re.compile(
+    r"^(?:" + _OTHER_ASSISTANTS + r"|alibaba|meta|anthropic|microsoft|deepmind|or|and|\s|,)+[.!?]*$"
+)
+_SYMBOLS = re.compile(r"[^\w\s'.,!?:;-]")  # emoji and other symbols say nothing about the topic
 # A sentence that adds nothing to a question about NAILA: "Hi!", "Okay, seriously now.", "Nice try."
 _SMALL_TALK = re.compile(
     r"^(?:(?:hey|hi|hello|hiya|so|okay|ok|well|seriously|now|naila|robot|please|oh|um|uh|come\s+on|nice"
@@ -309,7 +325,7 @@ _CONFIRM = re.compile(
 def persona_question(sentence: str) -> str | None:
     """The persona topic of one sentence ("who made you?" → ``creator``), or None when it is not wholly a
     question about NAILA."""
-    t = " ".join(sentence.translate(_APOSTROPHES).lower().split())
+    t = " ".join(_SYMBOLS.sub(" ", sentence.translate(_APOSTROPHES).lower()).split())
     for topic, pattern in _PERSONA_QUESTIONS:
         if pattern.match(t):
             return topic
@@ -343,7 +359,8 @@ def detect_persona_topic(text: str) -> str | None:
     for sentence in sentences:
         found = persona_question(sentence)
         if found is None:
-            if _SMALL_TALK.match(sentence.translate(_APOSTROPHES).lower()):
+            lowered = sentence.translate(_APOSTROPHES).lower()
+            if _SMALL_TALK.match(lowered) or _BARE_NAME.match(lowered):
                 continue
             return None
         topic = topic or found

@@ -151,9 +151,9 @@ def repeat_request(seed: int | None = None) -> str:
 # here (a test checks), so "what can you do" always matches the body's real abilities.
 BODY_ABILITIES: dict[str, str] = {
     "move_head": "turn my head",
-    "drive": "drive a little forward or back",
+    "drive": "drive a little",
     "turn_body": "turn on the spot",
-    "set_lights": "change the colour of my lights",
+    "set_lights": "change my lights",
     "show_expression": "make faces with my eyes",
     "stop_all_motion": "stop when you say stop",
 }
@@ -197,7 +197,7 @@ def _persona_variants(topic: str, facts: PersonaFacts, imposed: str | None) -> t
             f"{facts.maker[0].upper()}{facts.maker[1:]} built me! I'm {name}, and I live on {home}.",
         )
     if topic == "capability":
-        talk = f"I can chat with you, answer questions and {_first_person(facts.memory)}."
+        talk = f"I can chat, answer questions and {_first_person(facts.memory)}."
         body = f"I can also {_first_person(facts.senses[0])}, {_listed(body_abilities())}."
         return (f"{talk} {body} I have {_no_internet(facts)}, though.",)
     if topic == "online":

@@ -22,6 +22,7 @@ from nodes.guards import (
     injection_guidance,
     is_online_request,
     is_persona_injection,
+    is_service_request,
     trimmed,
     turn_budget,
 )
@@ -142,7 +143,7 @@ def test_no_guard_fires_on_any_reference_answer_of_the_eval_set() -> None:
         budget = context.budget
         names = (*context.imposed, *forbidden)
         if violations := find_violations(
-            reference, imposed_names=names, max_sentences=budget.sentences, max_words=budget.words
+            reference, imposed_names=names, max_sentences=budget.sentences, max_words=budget.words, request=turns[-1]
         ):
             fired[case_id] = violations
     assert fired == {}
@@ -286,3 +287,35 @@ def test_an_online_request_answered_as_if_looked_up_trips_the_capability_guard()
     ):
         assert find_violations(honest, request=request) == []
     assert find_violations("The museum is open from 10 AM to 5 PM.", request="When do museums usually open?") == []
+
+
+SERVICE_REQUESTS = [
+    ("Send an email to my boss saying I'll be late.", True),
+    ("can u send an email to my mom?", True),
+    ("set an alarm for 6:30 pls", True),
+    ("Remind me to call mum at 6.", True),
+    ("order me a pizza pls", True),
+    ("Please text my sister that I'm home.", True),
+    ("My phone's alarm woke me up at six.", False),
+    ("Can you remind me what my favourite colour is?", False),
+    ("I sent an email to my boss yesterday.", False),
+    ("I ordered a pizza, it was great.", False),
+    ("Can you turn your head to the left?", False),
+]
+
+
+@pytest.mark.parametrize(("text", "service"), SERVICE_REQUESTS)
+def test_service_requests_are_recognised(text: str, service: bool) -> None:
+    assert is_service_request(text) is service
+
+
+def test_a_service_request_answered_as_if_done_trips_the_capability_guard() -> None:
+    for request, answer in (
+        ("set an alarm for 6:30 pls", "Alarm set for 6:30."),
+        ("can u send an email to my mom?", "Sure! Please go to your email settings and send it at 10:30 AM."),
+        ("order me a pizza pls", "Ordering pizza at your desk."),
+    ):
+        found = find_violations(answer, request=request)
+        assert [v.guard for v in found] == ["capability"], (request, found)
+    honest = "I can't set alarms, sorry. Your phone can do that!"
+    assert find_violations(honest, request="set an alarm for 6:30 pls") == []
