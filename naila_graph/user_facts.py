@@ -35,7 +35,8 @@ NAMESPACE = "user_facts"
 DEFAULT_MAX_FACTS = 32
 _KEPT = frozenset({"name", "language"})  # never dropped to make room
 _SEARCH_LIMIT = 10_000  # above any bound; the store's search defaults to 10 items
-_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|im|my|me|mine|we|our)\b", re.IGNORECASE)  # who may state a fact
+# Who may state a fact about themselves ("tell me a joke" states none: no "me")
+_FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|im|my|mine|we|our)\b", re.IGNORECASE)
 
 
 def facts_namespace(device_id: str) -> tuple[str, str]:

@@ -583,6 +583,7 @@ MODEL_INSTRUCTIONS = (
     " list is empty."
 )
 _SECOND_PERSON = re.compile(r"\b(?:you|your|you're|yourself)\b", re.IGNORECASE)
+_ONE_QUESTION = re.compile(r"^[^.!?;]*\?+$")  # a message that only asks states nothing
 _NAME_CUE = re.compile(r"\b(?:name|names|call me|i'm|i am|im|this is|here)\b", re.IGNORECASE)  # a name is told
 
 
@@ -598,7 +599,7 @@ def model_facts(said: SaidFacts, text: str, *, today: date | None = None) -> Fac
     whose words the message holds; a name is not taken from a message that also talks to the robot ("your
     name is Bob, call me …" stays with the patterns), and nothing from a message the patterns see as quoted
     or role play."""
-    if _QUOTING.search(text):
+    if _QUOTING.search(text) or _ONE_QUESTION.match(text.strip()):
         return FactUpdate()
     told = f"{today.day} {today.strftime('%B')}" if today is not None else ""
     remember: dict[str, Fact] = {}
@@ -617,6 +618,8 @@ def model_facts(said: SaidFacts, text: str, *, today: date | None = None) -> Fac
         fact = _model_fact(item.kind, value, about, told)
         if fact is not None:
             remember[fact.key] = fact
+    for key in [k for k in remember if k.startswith("like:") and f"dis{k}" in remember]:
+        del remember[key], remember[f"dis{key}"]  # the model said both: it knows neither
     return FactUpdate(tuple(remember.values()), found={f"model_{f.kind}": 1 for f in remember.values()})
 
 

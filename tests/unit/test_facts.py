@@ -297,4 +297,6 @@ def test_the_model_stage_drops_invented_and_misplaced_facts() -> None:
     assert model_said("I'm tired", ("name", "", "tired")) == []
     assert model_said("I'm thirty", ("age", "", "thirty")) == []  # ages are numbers
     assert model_said("I'm a nurse", ("name", "", "Nurse")) == []  # no name follows an article
+    assert model_said("What do I like?", ("like", "", "like")) == []  # a question states nothing
+    assert model_said("I like penguins, I hate penguins", ("like", "", "penguins"), ("dislike", "", "penguins")) == []
     assert model_said("I have a beagle called Rex", ("pet", "beagle", "beagle")) == []
