@@ -60,7 +60,8 @@ def _stored_facts() -> Iterator[Any]:
     except Exception as exc:  # sqlite3.Error, psycopg.OperationalError: the database cannot be used
         if isinstance(exc, CLIError):
             raise
-        raise CLIError(f"cannot read the facts in NAILA_MEMORY_URL={masked_url(url)}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # psycopg's messages span lines
+        raise CLIError(f"cannot read the facts in NAILA_MEMORY_URL={masked_url(url)}: {reason}") from exc
 
 
 def _print_facts(facts: list[Any]) -> None:
