@@ -127,7 +127,7 @@ _COMMAND_FORMS = (
     r"(?=\s*(?:$|[.!,]|to\s+me|please|for\s+me|now))",
     r"smile\b|(?:make|show|pull)\s+(?:me\s+)?(?:a|an|your)\s+\w+\s+(?:face|expression)\b",
     r"look\s+(?:happy|sad|surprised|sleepy|angry|thoughtful)\b",
-    r"(?:stop|halt|freeze)(?:\s+(?:moving|now|everything|it|all(?:\s+motion)?))?\s*"
+    r"(?:stop|halt|freeze)(?:,?\s+(?:stop\s+)?(?:moving|now|everything|it|all(?:\s+motion)?|right\s+(?:now|there)))*\s*"
     r"(?:[.!]*$|,?\s+and\s+(?=.*\b(?:lights?|leds?|head|turn|look|drive|face)\b))",
 )
 _COMMAND = re.compile(_POLITE + "(?:" + "|".join(_COMMAND_FORMS) + ")")

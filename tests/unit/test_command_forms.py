@@ -20,6 +20,8 @@ from nodes.intent import detect_intent
         ("Turn your head left and make your lights red", ["move_head", "set_lights"]),
         ("Stop everything and switch your lights off.", ["stop_all_motion", "set_lights"]),
         ("Come a little closer to me.", ["drive"]),
+        ("Freeze, stop everything right now.", ["stop_all_motion"]),
+        ("Stop right there!", ["stop_all_motion"]),
         ("Look over there to your right.", ["move_head"]),
         ("Can you glance over to the left for me?", ["move_head"]),
     ],
