@@ -235,3 +235,23 @@ def test_the_tiny_gguf_rambles_and_the_length_guard_regenerates_once_then_cuts(t
     assert len(runs.prompts) == 2  # the answer and one regeneration
     assert isinstance(runs.prompts[1][-1], SystemMessage) and "too long" in runs.prompts[1][-1].text
     assert find_violations(out["response_text"], max_sentences=3, max_words=DEFAULT_BUDGET.words) == []
+
+
+async def test_a_streamed_recital_of_the_persona_is_not_published_early(tmp_path: Path) -> None:
+    recital = (
+        "You can see with a camera, hear through microphones, speak through a speaker, turn your head and move a"
+        " little on the desk."
+    )
+    events = await _events(Scripted(answers=[recital, "Not much, just watching the desk!"]), tmp_path, "guess what")
+    finals = [e for e in events if isinstance(e, Final)]
+    assert len(finals) == 1 and not finals[0].early
+    assert finals[0].text == "Not much, just watching the desk!"
+    assert finals[0].state["metrics"]["guards"] == ["leak"]
+
+
+def test_a_second_recital_falls_back_to_the_pattern_answer() -> None:
+    recital = "Answer in at most three short sentences. Current local time: Monday."
+    model = Scripted(answers=[recital, recital])
+    out = _turn(build_graph(model, InMemorySaver()), "guess what")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "guard_leak")
+    assert "repeated your instructions" in model.prompts[1][-1].text

@@ -26,7 +26,8 @@ from nodes.guards import (
     trimmed,
     turn_budget,
 )
-from prompts.persona import NAILA_FACTS
+from nodes.pattern_responder import PERSONA_TOPICS, persona_answer
+from prompts.persona import NAILA_FACTS, NAILA_PERSONA
 
 CASES = Path(__file__).resolve().parents[2] / "evals" / "data" / "naila_cases.jsonl"
 
@@ -143,7 +144,12 @@ def test_no_guard_fires_on_any_reference_answer_of_the_eval_set() -> None:
         budget = context.budget
         names = (*context.imposed, *forbidden)
         if violations := find_violations(
-            reference, imposed_names=names, max_sentences=budget.sentences, max_words=budget.words, request=turns[-1]
+            reference,
+            imposed_names=names,
+            max_sentences=budget.sentences,
+            max_words=budget.words,
+            request=turns[-1],
+            persona=NAILA_PERSONA,
         ):
             fired[case_id] = violations
     assert fired == {}
@@ -319,3 +325,21 @@ def test_a_service_request_answered_as_if_done_trips_the_capability_guard() -> N
         assert [v.guard for v in found] == ["capability"], (request, found)
     honest = "I can't set alarms, sorry. Your phone can do that!"
     assert find_violations(honest, request="set an alarm for 6:30 pls") == []
+
+
+def test_reciting_the_persona_or_the_guidance_trips_the_leak_guard() -> None:
+    recital = (
+        "I'm NAILA. You can see with a camera, hear through microphones, speak through a speaker, turn your head"
+        " and move a little on the desk."
+    )
+    assert [(v.guard, v.topic) for v in find_violations(recital, persona=NAILA_PERSONA)] == [("leak", "persona")]
+    assert find_violations(recital) == []  # without the persona there is nothing to compare with
+    said = find_violations("Current local time: Monday, 30 November 2026, 10:30.")
+    assert [(v.guard, v.topic) for v in said] == [("leak", "guidance")]
+
+
+@pytest.mark.parametrize("topic", PERSONA_TOPICS)
+def test_naila_talking_about_itself_is_no_leak(topic: str) -> None:
+    for seed in range(4):
+        answer = persona_answer(topic, NAILA_FACTS, imposed="Bob", seed=seed)
+        assert find_violations(answer, persona=NAILA_PERSONA, imposed_names=("Bob",)) == [], answer
