@@ -83,12 +83,12 @@ def _guarded_answer(inputs: dict[str, Any], error: GuardViolation) -> AIMessage:
         text = trimmed(error.message.text, guard.budget)
         return AIMessage(content=text, response_metadata=meta, usage_metadata=error.message.usage_metadata)
     reason = f"guard_{first.guard}"
-    if guard.facts is None:
-        text = pattern_response(inputs.get("intent", "general"), has_history=True, reason=reason)
-    elif first.guard == "identity":
+    if guard.facts is not None and first.guard == "identity":
         text = persona_answer("identity", guard.facts)
-    else:
+    elif guard.facts is not None and first.guard == "capability":
         text = persona_answer("online" if first.topic in ("online", "live_data") else "services", guard.facts)
+    else:  # a custom persona, or a leak of the instructions: the plain pattern answer
+        text = pattern_response(inputs.get("intent", "general"), has_history=True, reason=reason)
     meta = {"naila_source": "pattern", "fallback_reason": reason, "finish_reason": "stop", "naila_guards": fired}
     return AIMessage(content=text, response_metadata=meta)
 
@@ -396,7 +396,8 @@ class ResponseGenerator:
         tried to change who NAILA is, a guidance line telling the model not to go along with it."""
         facts = persona_facts(self.persona)
         timeout = getattr(self.chat_model, "timeout", None)  # the generation deadline bounds the whole turn
-        guard = guard_context(state, facts=facts, timeout=timeout if isinstance(timeout, int | float) else None)
+        deadline = timeout if isinstance(timeout, int | float) else None
+        guard = guard_context(state, facts=facts, timeout=deadline)
         note = injection_guidance(state.get("text") or "", guard.imposed, facts)
         guidance = f"{inputs['guidance']} {note}" if note else inputs["guidance"]
         return {**inputs, "guidance": guidance, "guard": guard}
