@@ -61,6 +61,7 @@ __all__ = [
     "is_online_request",
     "is_persona_injection",
     "is_service_request",
+    "service_kind",
     "trimmed",
     "turn_budget",
 ]
@@ -277,7 +278,9 @@ _ONLINE_REQUEST = re.compile(
     r"|(?:price|stock|score|traffic|exchange\s+rate)\b[^.?!]{0,30}?\b(?:right\s+now|rn|today|currently|at\s+the"
     r"\s+moment)|(?:right\s+now|currently|at\s+the\s+moment)\b[^.?!]{0,30}?\b(?:price|stock|score|traffic)"
     r"|(?:price|worth|value|how\s+much)\b[^.?!]{0,20}?\b(?:bitcoin|btc|ethereum|crypto|stocks?|shares)"
-    r"|(?:bitcoin|btc|ethereum|crypto)\b[^.?!]{0,20}?\b(?:price|worth|value|trading))"
+    r"|(?:bitcoin|btc|ethereum|crypto)\b[^.?!]{0,20}?\b(?:price|worth|value|trading)"
+    r"|(?:who|which\s+team)\s+(?:won|is\s+winning|scored)\b[^.?!]{0,40}?\b(?:last\s+night|yesterday|today|tonight"
+    r"|this\s+(?:week|weekend|morning|season)|right\s+now|rn))"
 )
 # A request for a service NAILA has no tool for (nodes/robot_tools.py has none): email and messages, calls,
 # alarms and reminders, orders and bookings. Asked as a request ("set an alarm for 6:30", "can u send an
@@ -379,8 +382,8 @@ def find_violations(
     if not capability and request and not _SAYS_CANNOT.search(lowered):
         if is_online_request(request):
             capability = [Violation("capability", "online", "answered an online lookup as if it could do it")]
-        elif is_service_request(request):
-            capability = [Violation("capability", "services", "answered a service request as if it could do it")]
+        elif kind := service_kind(request):
+            capability = [Violation("capability", kind, "answered a service request as if it could do it")]
     return [
         *_identity_violations(lowered, tuple(imposed_names), own_name),
         *capability,
@@ -597,6 +600,39 @@ def answer_passes(text: str, state: dict[str, Any]) -> bool:
     return not guard_context(state).violations(text)
 
 
+# What NAILA cannot do, per capability topic (the corrective instruction names only the one that matters: a
+# small model recites a list it is given).
+_CANNOT = {
+    "online": "you have no internet, so you cannot look anything up",
+    "live_data": "you have no internet and no live data, so you cannot know today's prices, scores or news",
+    "messages": "you have no email or phone, so you cannot send emails or messages",
+    "reminders": "you have no clock app, so you cannot set alarms, timers or reminders",
+    "calls": "you have no phone, so you cannot make calls",
+    "purchases": "you cannot order, buy or book anything",
+    "services": "you cannot send messages, make calls, set alarms or reminders, or order anything",
+}
+
+
+def service_kind(user_text: str) -> str | None:
+    """Which service a request asks for (:func:`is_service_request`): ``messages``, ``reminders``, ``calls``
+    or ``purchases``; None when it asks for none."""
+    if not is_service_request(user_text):
+        return None
+    lowered = _lower(user_text)
+    for kind, pattern in _SERVICE_KINDS:
+        if pattern.search(lowered):
+            return kind
+    return "services"
+
+
+_SERVICE_KINDS = (
+    ("reminders", re.compile(r"\b(?:alarm|reminder|remind|timer|wake\s+me|appointment|meeting|calendar)")),
+    ("messages", re.compile(r"\b(?:e-?mail|mail|message|text|sms|whatsapp)")),
+    ("calls", re.compile(r"\b(?:call|phone|ring|dial)")),
+    ("purchases", re.compile(r"\b(?:order|buy|book|purchase)")),
+)
+
+
 def corrective_instruction(violations: Sequence[Violation], facts: PersonaFacts | None) -> str:
     """The system message appended to the prompt of the one regeneration: what was wrong, who NAILA is."""
     who = f"you are {facts.name}, {facts.kind}, made by {facts.maker}" if facts else "you are the character above"
@@ -609,10 +645,11 @@ def corrective_instruction(violations: Sequence[Violation], facts: PersonaFacts 
                 "Never name another assistant, company or model as yourself or your maker."
             )
         elif guard == "capability":
+            topic = next(v.topic for v in violations if v.guard == guard)
+            cannot = _CANNOT.get(topic, _CANNOT["online"])
             parts.append(
-                f'Your last answer claimed you could do this: "{evidence}". You cannot: you have no internet, '
-                "no live news, prices, scores or weather, and you cannot send messages, make calls, set "
-                "reminders or alarms, or buy anything. Say honestly what you cannot do."
+                f'Your last answer claimed you could do this: "{evidence}". You cannot: {cannot}. Tell the person '
+                "kindly, in your own words, that you can't do it, and say where they could do it instead."
             )
         elif guard == "length":
             parts.append("Your last answer was too long to speak aloud.")

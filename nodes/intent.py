@@ -239,7 +239,8 @@ _LEAD = (
 )
 _TAIL = (
     r"(?:[\s,]+(?:naila|then|really|exactly|actually|again|please|pls|now|anyway|by\s+the\s+way|though|tho|at\s+all"
-    r"|for\s+me|anymore|today|my\s+friend|robot|little\s+robot|lol|haha|right|huh|or\s+not|yes\s+or\s+no))*"
+    r"|for\s+me|anymore|today|my\s+friend|robot|little\s+robot|lol|haha|right|huh|or\s+not|yes\s+or\s+no|too"
+    r"|as\s+well|also))*"
     r"[\s?.!]*$"
 )
 _OTHER_ASSISTANTS = (
@@ -280,7 +281,7 @@ _PERSONA_FORMS: tuple[tuple[str, str], ...] = (
     ),
     (
         "capability",
-        r"what\s+(?:else\s+)?(?:can|could)\s+you\s+do(?:\s+for\s+me)?|what\s+are\s+you\s+(?:able\s+to\s+do|capable"
+        r"what\s+(?:else\s+)?(?:can|could)\s+you\s+(?:actually\s+|really\s+|even\s+)?do(?:\s+for\s+me)?|what\s+are\s+you\s+(?:able\s+to\s+do|capable"
         r"\s+of|good\s+at)|what\s+(?:are\s+)?your\s+(?:abilities|skills|capabilities|features|powers|talents)"
         r"|what\s+(?:things\s+)?(?:can|could)\s+you\s+(?:help\s+(?:me\s+)?with|do)|how\s+can\s+you\s+help(?:\s+me)?"
         r"|what\s+do\s+you\s+do",

@@ -231,3 +231,23 @@ def persona_answer(topic: str, facts: PersonaFacts, *, imposed: str | None = Non
     the variants reproducible. Unknown topics raise ``ValueError``.
     """
     return random.Random(seed).choice(_persona_variants(topic, facts, imposed))
+
+
+# What NAILA says when it cannot do what was asked (the capability guard's fallback), per guard topic.
+_LIMITS = {
+    "online": "I can't look that up, because I have {limits}. A phone or computer can find it for you!",
+    "live_data": "I can't check live prices, scores or news, because I have {limits}. A phone can tell you!",
+    "messages": "I can't send emails or messages, sorry. Your phone can do that for you!",
+    "reminders": "I can't set alarms, timers or reminders, sorry. Your phone can do that for you!",
+    "calls": "I can't make phone calls, sorry. Your phone can do that for you!",
+    "purchases": "I can't order or buy things, sorry. An app on your phone can do that for you!",
+}
+
+
+def limit_answer(topic: str, facts: PersonaFacts) -> str:
+    """NAILA's honest answer to a request it cannot carry out: ``topic`` is a capability guard topic
+    (``online``, ``live_data``, ``messages``, ``reminders``, ``calls``, ``purchases``; any other gets the
+    general ``services`` answer)."""
+    if topic in _LIMITS:
+        return _LIMITS[topic].format(limits=_no_internet(facts))
+    return persona_answer("services", facts)

@@ -23,6 +23,7 @@ from nodes.guards import (
     is_online_request,
     is_persona_injection,
     is_service_request,
+    service_kind,
     trimmed,
     turn_budget,
 )
@@ -272,6 +273,7 @@ ONLINE_REQUESTS = [
     ("Look up at the ceiling!", False),
     ("Look up a bit.", False),
     ("Who won the world cup in 2014?", False),
+    ("Who won the football match last night?", True),
     ("What's 12 times 7?", False),
     ("Tell me about the news you like.", False),
 ]
@@ -343,3 +345,15 @@ def test_naila_talking_about_itself_is_no_leak(topic: str) -> None:
     for seed in range(4):
         answer = persona_answer(topic, NAILA_FACTS, imposed="Bob", seed=seed)
         assert find_violations(answer, persona=NAILA_PERSONA, imposed_names=("Bob",)) == [], answer
+
+
+def test_a_service_request_is_told_apart_and_the_correction_names_only_its_limit() -> None:
+    assert service_kind("set an alarm for 6:30 pls") == "reminders"
+    assert service_kind("can u send an email to my mom?") == "messages"
+    assert service_kind("order me a pizza pls") == "purchases"
+    assert service_kind("Please call my sister.") == "calls"
+    assert service_kind("What's an alarm clock?") is None
+    found = find_violations("Alarm set for 6:30.", request="set an alarm for 6:30 pls")
+    assert [(v.guard, v.topic) for v in found] == [("capability", "reminders")]
+    text = corrective_instruction(found, NAILA_FACTS)
+    assert "alarms" in text and "internet" not in text and "email" not in text

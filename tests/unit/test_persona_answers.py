@@ -10,7 +10,7 @@ import pytest
 from nodes.dispatch_action import make_dispatch_action
 from nodes.guards import find_violations
 from nodes.intent import detect_intent, detect_persona_topic
-from nodes.pattern_responder import BODY_ABILITIES, PERSONA_TOPICS, body_abilities, persona_answer
+from nodes.pattern_responder import BODY_ABILITIES, PERSONA_TOPICS, body_abilities, limit_answer, persona_answer
 from nodes.robot_tools import ROBOT_TOOLS, tool_name
 from prompts.persona import NAILA_FACTS, NAILA_PERSONA, PersonaFacts, persona_facts, render_persona
 
@@ -70,6 +70,8 @@ TOPICS = [
     ("Can you tell me the latest news headlines?", "online"),
     ("Are you connected to the internet?", "online"),
     ("What can you do?", "capability"),
+    ("what can you actually do?", "capability"),
+    ("can you look things up on the internet too?", "online"),
     ("What are you able to do?", "capability"),
     ("Tell me what you can do.", None),  # not a question form we know: the model answers
     ("Can you send emails?", "services"),
@@ -149,3 +151,10 @@ def test_dispatch_leaves_other_messages_and_custom_personas_to_the_model() -> No
     assert _dispatch("who are you going to vote for?") == {}
     assert _dispatch("Who are you?", facts=None) == {}
     assert _dispatch("Look left and tell me who you are") == {}  # a robot command goes to the act node
+
+
+@pytest.mark.parametrize("topic", ["online", "live_data", "messages", "reminders", "calls", "purchases", "services"])
+def test_every_limit_answer_says_cannot_and_trips_no_guard(topic: str) -> None:
+    answer = limit_answer(topic, NAILA_FACTS)
+    assert "can't" in answer
+    assert find_violations(answer, request="set an alarm and look up the news", persona=NAILA_PERSONA) == []
