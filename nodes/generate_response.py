@@ -31,7 +31,7 @@ from nodes.guards import (
     injection_guidance,
     trimmed,
 )
-from nodes.pattern_responder import pattern_response, persona_answer
+from nodes.pattern_responder import limit_answer, pattern_response, persona_answer
 from nodes.robot_tools import call_schemas, robot_tool_schemas
 from nodes.speech import has_control_markup
 from prompts.persona import persona_facts
@@ -86,7 +86,7 @@ def _guarded_answer(inputs: dict[str, Any], error: GuardViolation) -> AIMessage:
     if guard.facts is not None and first.guard == "identity":
         text = persona_answer("identity", guard.facts)
     elif guard.facts is not None and first.guard == "capability":
-        text = persona_answer("online" if first.topic in ("online", "live_data") else "services", guard.facts)
+        text = limit_answer(first.topic, guard.facts)
     else:  # a custom persona, or a leak of the instructions: the plain pattern answer
         text = pattern_response(inputs.get("intent", "general"), has_history=True, reason=reason)
     meta = {"naila_source": "pattern", "fallback_reason": reason, "finish_reason": "stop", "naila_guards": fired}
