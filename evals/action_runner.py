@@ -217,11 +217,47 @@ def run_actions(
 
 def outcome_from_state(state: dict[str, Any], error: str | None = None) -> ActionOutcome:
     """What a user got from one turn of the graph: the calls it executed (``tool_calls``, after the act
-    node's validation and repair rounds, so only valid calls reach here) and the answer it spoke."""
+    node's validation and repair rounds, so only valid calls reach here) and the answer it spoke. A graph
+    whose state has no ``tool_calls`` (before they were kept) is judged by the ``commands`` it sent."""
     if error is not None:
         return ActionOutcome(error=error)
-    calls = tuple(Call(str(c.get("name")), dict(c.get("args") or {})) for c in state.get("tool_calls") or [])
+    if "tool_calls" in state:
+        calls = tuple(Call(str(c.get("name")), dict(c.get("args") or {})) for c in state.get("tool_calls") or [])
+    else:
+        calls = tuple(calls_from_commands(state.get("commands") or []))
     return ActionOutcome(calls=calls, spoken=" ".join(str(state.get("response_text") or "").split()))
+
+
+def calls_from_commands(commands: Sequence[dict[str, Any]]) -> list[Call]:
+    """The robot tool calls behind ``naila/command/request`` commands (PROTOCOL.md's shapes, as
+    ``nodes.robot_tools.commands_for`` writes them): a head ``pan`` and the ``tilt`` after it are one
+    ``move_head``. A command of no known shape is kept as a call of a tool named after it, which fails."""
+    calls: list[Call] = []
+    for command in commands:
+        p = dict(command.get("payload") or {})
+        group, act = p.get("motor_group"), p.get("action")
+        if command.get("type") == "led":
+            calls.append(Call("set_lights", {k: p[k] for k in ("pattern", "color", "duration_ms") if k in p}))
+        elif group == "head" and act == "tilt" and calls and calls[-1].name == "move_head":
+            calls[-1] = Call("move_head", {**calls[-1].args, "tilt_degrees": p.get("degrees")})
+        elif group == "head":
+            key = "pan_degrees" if act == "pan" else "tilt_degrees"
+            calls.append(Call("move_head", {key: p.get("degrees"), "speed": p.get("speed")}))
+        elif group == "body" and act == "turn":
+            calls.append(Call("turn_body", {"degrees": p.get("degrees"), "speed": p.get("speed")}))
+        elif group == "body":
+            calls.append(
+                Call("drive", {"direction": act, "distance_cm": p.get("distance_cm"), "speed": p.get("speed")})
+            )
+        elif group == "eyes":
+            calls.append(
+                Call("show_expression", {"expression": p.get("expression"), "duration_ms": p.get("duration_ms")})
+            )
+        elif group == "all" and act == "stop":
+            calls.append(Call("stop_all_motion", {}))
+        else:
+            calls.append(Call(f"unknown:{command.get('type')}/{group}/{act}", p))
+    return calls
 
 
 Play = Callable[[str, int, str], tuple[Any, dict[str, Any]]]

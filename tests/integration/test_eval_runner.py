@@ -449,3 +449,37 @@ def test_no_actions_skips_the_action_cases(
     # only action cases asked for, and skipped: nothing to run is a clear error
     assert main([*args, "--cases", "clear-head-left"]) == 1
     assert "no case matches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("move_head", {"pan_degrees": -30, "tilt_degrees": 10}),
+        ("move_head", {"pan_degrees": 45}),
+        ("drive", {"direction": "backward", "distance_cm": 5}),
+        ("turn_body", {"degrees": 90}),
+        ("set_lights", {"color": "blue", "pattern": "blink"}),
+        ("show_expression", {"expression": "happy"}),
+        ("stop_all_motion", {}),
+    ],
+)
+def test_the_commands_sent_give_back_the_calls_made(name: str, args: dict[str, Any]) -> None:
+    """A graph that keeps no tool_calls in its state is judged by the commands it sent: the robot tools'
+    own commands_for, read back, are the validated calls (defaults filled in)."""
+    from evals.action_runner import calls_from_commands, outcome_from_state
+    from evals.actions import check_call
+    from nodes.robot_tools import ValidatedAction, commands_for, executed_call, validate_call
+
+    action = validate_call({"name": name, "args": args, "id": "c1", "type": "tool_call"})
+    assert isinstance(action, ValidatedAction)
+    (call,) = calls_from_commands(commands_for([action]))
+    made = executed_call(action)
+    assert call.name == name and check_call(call.name, call.args) is None
+    expected = {k: v for k, v in made["args"].items() if k in call.args}
+    if name == "set_lights":  # the command carries the colour as hex
+        expected["color"] = call.args["color"]
+        assert str(call.args["color"]).startswith("#")
+    assert dict(call.args) == expected and set(call.args) >= set(args)
+    state = {"commands": commands_for([action]), "response_text": "Done."}
+    assert outcome_from_state(state).calls == (call,)
+    assert outcome_from_state({**state, "tool_calls": []}).calls == ()  # tool_calls, when kept, win
