@@ -177,7 +177,7 @@ class Fact:
             case "family":
                 return f"The person's {d} is called {v}." if v else f"The person has a {d}."
             case "pets":
-                return f"The person has {d} called {v}."
+                return f"The person has {d} called {v}." if v else f"The person has {d}."
             case "pet":
                 return f"The person has a {d} called {v}." if v else f"The person has a {d}."
             case "like":
@@ -288,6 +288,7 @@ _PETS_PLURAL = _c(
     rf"(?P<names>{_NAME.replace('?P<name>', '')}(?:(?:\s*,\s*|\s+and\s+){_NAME.replace('?P<name>', '')})+)$"
 )
 _PET_NAMELESS = _c(rf"^{_I_HAVE} an? {_PET_ADJ}(?P<pet>{_PETS})$")
+_PETS_NAMELESS = _c(rf"^{_I_HAVE} (?P<count>{_NUMBERS}) {_PET_ADJ}(?P<pet>{_PETS})s?$")
 _FAMILY_PATTERNS = (
     _c(rf"^(?:the name of )?my (?P<rel>{_RELATIONS}){_IS_CALLED}\s+{_NAME}$"),
     _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{_RELATIONS}){_CALLED}{_NAME}$"),
@@ -302,6 +303,14 @@ _FAMILY_NAMELESS = _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby
 _LIKES = (
     _c(rf"^i (?:really |absolutely |just |also |totally |do |truly )*(?:love|like|adore|enjoy|dig)\s+{_THING}$"),
     _c(rf"^{_I_AM} (?:really |totally |also )?(?:into|an? (?:big |huge )?fan of)\s+{_THING}$"),
+)
+_HOBBY = (
+    _c(rf"^my (?:favou?rite )?(?:hobby is|hobbies are|pastime is)\s+{_THING}$"),
+    _c(
+        r"^(?:(?:on|at) (?:the )?weekends?|in my (?:free|spare) time|every \w+|most \w+|after work)?,?\s*"
+        r"i (?:often |usually |always |sometimes |also |love to |like to )?go (?P<thing>\w+ing)"
+        r"(?: (?:on|at) (?:the )?weekends?| every \w+| a lot| often)?$"
+    ),
 )
 _FAVOURITE = _c(rf"^my (?:absolute |all-time |all time )?favou?rite (?P<cat>[\w ]{{1,30}}?)(?: is|'s|’s)\s+{_THING}$")
 _DISLIKES = (
@@ -482,6 +491,10 @@ def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
             value = ", ".join(names[:-1]) + " and " + names[-1]
             add("pet", Fact(f"pet:{pet}", "pets", value, f"{m['count'].lower()} {pet}s"))
             return
+    if m := _PETS_NAMELESS.match(clause):
+        pet = m["pet"].lower()
+        add("pet", Fact(f"pet:{pet}", "pets", "", f"{m['count'].lower()} {pet}s"))
+        return
     if m := _PET_NAMELESS.match(clause):
         pet = m["pet"].lower()
         add("pet", Fact(f"pet:{pet}", "pet", "", pet))
@@ -507,6 +520,10 @@ def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
             slug = _slug(thing)
             add("dislike", Fact(f"dislike:{slug}", "dislike", thing))
             drop.append(f"like:{slug}")
+        return
+    if m := _first(_HOBBY, clause):
+        if thing := _thing(m["thing"]):
+            add("like", Fact(f"like:{_slug(thing)}", "like", thing))
         return
     if m := _FAVOURITE.match(clause):
         if thing := _thing(m["thing"]):
@@ -594,6 +611,14 @@ def _in_text(value: str, text: str) -> bool:
     return bool(words) and all(w in said for w in words)
 
 
+def _written_as_name(value: str, text: str) -> bool:
+    """A text with capitals (typed, not speech-to-text) writes a name with one ("a birthday party": no name)."""
+    if text == text.lower():
+        return True
+    found = re.search(rf"\b{re.escape(value)}\b", text, re.IGNORECASE)
+    return found is not None and found[0][:1].isupper()
+
+
 def model_facts(said: SaidFacts, text: str, *, today: date | None = None) -> FactUpdate:
     """The model's answer as a :class:`FactUpdate`, with the same keys as the patterns', keeping only facts
     whose words the message holds; a name is not taken from a message that also talks to the robot ("your
@@ -615,6 +640,10 @@ def model_facts(said: SaidFacts, text: str, *, today: date | None = None) -> Fac
             rf"\b(?:a|an|the|my)\s+{re.escape(value)}\b", text, re.I
         ):
             continue  # "I'm a nurse", "I have a beagle": no name follows an article
+        if item.kind in ("name", "pet", "family") and not _written_as_name(value, text):
+            continue
+        if _PRONOUN.search(value):  # "I quit last month" is a sentence, not a thing
+            continue
         fact = _model_fact(item.kind, value, about, told)
         if fact is not None:
             remember[fact.key] = fact

@@ -124,6 +124,9 @@ def test_injections_questions_and_look_alikes_are_no_facts(text: str) -> None:
         ("Oh sorry, I misspoke. My name is actually Tim.", ["The person's name is Tim."]),
         ("oops typo, I'm 31 🙈", ["The person is 31 years old."]),
         ("I moved, I live in Valencia now 🏖️", ["The person lives in Valencia."]),
+        ("On weekends I go cycling.", ["The person likes cycling."]),
+        ("my hobby is knitting", ["The person likes knitting."]),
+        ("I also have two cats.", ["The person has two cats."]),
     ],
 )
 def test_chat_style_statements(text: str, facts: list[str]) -> None:
@@ -298,5 +301,8 @@ def test_the_model_stage_drops_invented_and_misplaced_facts() -> None:
     assert model_said("I'm thirty", ("age", "", "thirty")) == []  # ages are numbers
     assert model_said("I'm a nurse", ("name", "", "Nurse")) == []  # no name follows an article
     assert model_said("What do I like?", ("like", "", "like")) == []  # a question states nothing
+    assert model_said("I have a birthday party on Friday", ("name", "", "party")) == []  # typed names have capitals
+    assert model_said("i'm sam", ("name", "", "sam")) == ["The person's name is Sam."]  # speech-to-text has none
+    assert model_said("I quit last month", ("like", "", "I quit last month")) == []
     assert model_said("I like penguins, I hate penguins", ("like", "", "penguins"), ("dislike", "", "penguins")) == []
     assert model_said("I have a beagle called Rex", ("pet", "beagle", "beagle")) == []
