@@ -483,3 +483,22 @@ def test_the_commands_sent_give_back_the_calls_made(name: str, args: dict[str, A
     state = {"commands": commands_for([action]), "response_text": "Done."}
     assert outcome_from_state(state).calls == (call,)
     assert outcome_from_state({**state, "tool_calls": []}).calls == ()  # tool_calls, when kept, win
+
+
+def test_cases_and_limit_choose_eval_and_action_cases(dataset: Dataset) -> None:
+    from evals.actions import load_action_dataset
+    from evals.cases import CaseError
+    from evals.cli import _select
+
+    actions = load_action_dataset()
+    cases, acts = _select(dataset, actions, None, 3)
+    assert len(cases) == 3 and [a.category for a in acts] == ["clear", "paraphrase", "out_of_range"]
+    cases, acts = _select(dataset, actions, "memory", None)
+    assert cases and {c.category for c in cases} == {"memory"} and acts == []
+    cases, acts = _select(dataset, actions, "clear-*,must_pass", None)
+    assert all(c.must_pass for c in cases) and {a.id for a in acts} >= {"clear-look-up", "none-hello"}
+    assert all(a.id.startswith("clear-") or a.must_pass for a in acts)
+    with pytest.raises(CaseError, match="no case matches"):
+        _select(dataset, actions, "nothing-like-this", None)
+    with pytest.raises(CaseError, match="no case matches"):
+        _select(dataset, None, "clear-head-left", None)  # --no-actions and only action cases asked for
