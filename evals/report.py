@@ -563,7 +563,46 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "only_in_a": sorted(set(cases_a) - set(cases_b)),
         "only_in_b": sorted(set(cases_b) - set(cases_a)),
         "cases_passed": (a["summary"]["cases_passed"], b["summary"]["cases_passed"]),
+        "splits": _compare_splits(a, b),
+        "actions": _compare_actions(a, b),
     }
+
+
+def _compare_splits(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Cases passed per split in both runs (reports before the splits existed have none)."""
+    sa, sb = a["summary"].get("splits") or {}, b["summary"].get("splits") or {}
+    return {
+        split: {
+            "a": (sa[split]["passed_cases"], sa[split]["cases"]) if split in sa else None,
+            "b": (sb[split]["passed_cases"], sb[split]["cases"]) if split in sb else None,
+        }
+        for split in SPLITS
+        if split in sa or split in sb
+    }
+
+
+def _compare_actions(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Action evaluators' pass rates in both runs (None where a run did not score the action cases)."""
+    xa = (a.get("actions") or {}).get("summary") or {}
+    xb = (b.get("actions") or {}).get("summary") or {}
+    keys = list(dict.fromkeys([*(xa.get("evaluators") or {}), *(xb.get("evaluators") or {})]))
+    out: dict[str, Any] = {
+        key: {
+            "a": (xa["evaluators"][key]["passed"], xa["evaluators"][key]["applied"])
+            if key in xa.get("evaluators", {})
+            else None,
+            "b": (xb["evaluators"][key]["passed"], xb["evaluators"][key]["applied"])
+            if key in xb.get("evaluators", {})
+            else None,
+        }
+        for key in keys
+    }
+    if xa or xb:
+        out["all"] = {
+            "a": (xa["passed"], xa["cases"]) if xa else None,
+            "b": (xb["passed"], xb["cases"]) if xb else None,
+        }
+    return out
 
 
 def rate(value: float | None) -> str:
@@ -599,6 +638,13 @@ def render_comparison(diff: dict[str, Any]) -> str:
             lines.append(
                 f"  {ch['case']}  {ch['evaluator']} {_fmt(ch['a'])} -> {_fmt(ch['b'])}{flip}: {ch['comment_b']}"
             )
+    pairs = [(f"split {k}", v) for k, v in (diff.get("splits") or {}).items()]
+    pairs += [(f"action {k}", v) for k, v in (diff.get("actions") or {}).items()]
+    if pairs:
+        rows = [["PASSED", "A", "B"]]
+        for name, v in pairs:
+            rows.append([name, _rate_of(*v["a"]) if v["a"] else "-", _rate_of(*v["b"]) if v["b"] else "-"])
+        lines += ["", *_table(rows)]
     if diff["only_in_a"] or diff["only_in_b"]:
         lines += [
             "",

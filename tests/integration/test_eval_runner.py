@@ -502,3 +502,15 @@ def test_cases_and_limit_choose_eval_and_action_cases(dataset: Dataset) -> None:
         _select(dataset, actions, "nothing-like-this", None)
     with pytest.raises(CaseError, match="no case matches"):
         _select(dataset, None, "clear-head-left", None)  # --no-actions and only action cases asked for
+
+
+def test_compare_shows_cases_passed_per_split(run_fake: RunFake) -> None:
+    before = run_fake([*GOOD[:4], "I don't know your name.", GOOD[5]])
+    after = run_fake(GOOD)
+    diff = compare_reports(before, after)
+    split = next(c["split"] for c in after["cases"] if c["id"] == "memory-name")
+    a_passed, total = diff["splits"][split]["a"]
+    assert diff["splits"][split]["b"] == (a_passed + 1, total)
+    assert diff["actions"] == {}  # neither run scored action cases
+    text = render_comparison(diff)
+    assert f"split {split}" in text and "PASSED" in text
