@@ -15,6 +15,10 @@ class ModelLoadError(LLMError):
     """The file exists but llama.cpp cannot load it (not a GGUF, corrupt, unsupported)."""
 
 
+class ModelUnavailableError(LLMError):
+    """The model server cannot be reached (``LLM_BACKEND=openai``: refused, reset, down)."""
+
+
 class ContextOverflowError(LLMError):
     """The prompt does not fit in the context window."""
 

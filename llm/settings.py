@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llm.load_options import QUANTIZED_KV_TYPES, KVCacheType
@@ -48,10 +48,18 @@ class LLMSettings(BaseSettings):
     queue_timeout_seconds: float = Field(
         default=60.0, gt=0, le=86_400, description="max wait for the model in seconds (0 < t <= 86400)"
     )
+    backend: Literal["llamacpp", "openai"] = Field(
+        default="llamacpp", description="'llamacpp' (the model in this process) or 'openai' (a server at LLM_BASE_URL)"
+    )
+    base_url: str | None = Field(
+        default=None, description="LLM_BACKEND=openai: the server, e.g. http://127.0.0.1:8080/v1"
+    )
+    api_key: SecretStr | None = Field(default=None, description="LLM_BACKEND=openai: the server's API key, if any")
+    model: str | None = Field(default=None, description="LLM_BACKEND=openai: the model name (unset: the server's)")
     state_cache_mb: int = Field(default=512, ge=0, le=1_048_576, description="prompt-state budget in MB")
     log_prompts: bool = False
 
-    @field_validator("model_path", "chat_format", mode="before")
+    @field_validator("model_path", "chat_format", "base_url", "api_key", "model", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         if isinstance(value, str) and not value.strip():
@@ -73,6 +81,27 @@ class LLMSettings(BaseSettings):
         if number < -1:
             raise ValueError(f"LLM_GPU_LAYERS must be >= -1; got {number}")
         return str(number)
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _lower_backend(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError(f"must be an http:// or https:// URL such as http://127.0.0.1:8080/v1; got {value!r}")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _openai_needs_base_url(self) -> LLMSettings:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(
+                "LLM_BACKEND=openai needs LLM_BASE_URL, the OpenAI-compatible server's URL"
+                " (e.g. http://127.0.0.1:8080/v1, what `naila llm-server` prints)"
+            )
+        return self
 
     @field_validator("kv_cache_type", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from llm.errors import (
     LLMError,
     ModelLoadError,
     ModelNotFoundError,
+    ModelUnavailableError,
     QueueTimeoutError,
 )
 
@@ -19,6 +20,7 @@ INTERNAL_ERROR = "internal_error"  # not an LLMError: a bug, logged with its tra
 _REASONS: tuple[tuple[type[LLMError], str], ...] = (
     (ModelNotFoundError, "model_not_found"),
     (ModelLoadError, "model_load_failed"),
+    (ModelUnavailableError, "model_unavailable"),
     (GenerationTimeoutError, "model_timeout"),
     (QueueTimeoutError, "queue_timeout"),
     (EmptyGenerationError, "empty_output"),

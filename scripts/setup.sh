@@ -54,7 +54,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$VPY" -m pip install --quiet --upgrade pip >&2
 
   extras="[broker,evals]"
-  if [ "$WITH_TEST" = 1 ]; then extras="[broker,evals,test]"; fi
+  if [ "$WITH_TEST" = 1 ]; then extras="[broker,evals,server,test]"; fi
   echo "[setup] installing naila-graph$extras (llama-cpp-python may compile for a few minutes)" >&2
   "$VPY" -m pip install --quiet -e ".$extras" >&2
   touch "$stamp"

@@ -1,6 +1,6 @@
 """The ``naila`` command line. stdout carries only answers or requested data; the rest goes to stderr.
 
-One module per command (chat, serve, ask, models, memory, config); the layer above (``evals``) adds
+One module per command (chat, serve, ask, models, memory, config, llm-server); the layer above (``evals``) adds
 ``eval`` and ``bench`` through one explicit hook: the ``naila.commands`` entry point group, whose entries
 are ``register(sub, common)`` functions (pyproject.toml).
 """
@@ -14,13 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
-from naila_graph.cli import ask, chat, config, memory, models, serve
+from naila_graph.cli import ask, chat, config, llm_server, memory, models, serve
 from naila_graph.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CLIError
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "CLIError", "build_parser", "main"]
 
 COMMAND_HOOK = "naila.commands"
-_OWN_COMMANDS = (chat, serve, ask, models, memory, config)
+_OWN_COMMANDS = (chat, serve, ask, models, memory, config, llm_server)
 
 
 def _version() -> str:
