@@ -699,3 +699,37 @@ async def aextract_with_model(chat_model: Any, text: str, *, today: date | None 
         [SystemMessage(MODEL_INSTRUCTIONS), HumanMessage(text)]
     )
     return model_facts(said if isinstance(said, SaidFacts) else SaidFacts.model_validate(said), text, today=today)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Perspective: an answer that says the person's facts about NAILA ("My parrot is Kiwi")
+# ---------------------------------------------------------------------------------------------------
+
+_VALUE_WORD = re.compile(r"\b(?-i:[A-Z])[\w'’-]+")
+_NOT_VALUES = frozenset({"The", "On", "They", "What", "I"}) | frozenset(
+    "January February March April May June July August September October November December".split()
+)
+
+
+def fact_names(sentences: list[str]) -> set[str]:
+    """The capitalised values in the facts block's sentences (names of the person, their pets and family)."""
+    return {w for s in sentences for w in _VALUE_WORD.findall(s) if w not in _NOT_VALUES}
+
+
+def reattributed(answer: str, sentences: list[str], own_name: str = "NAILA") -> str:
+    """``answer`` with the person's facts given back to them: "My parrot is Kiwi." → "Your parrot is Kiwi."
+    and "My name is Sam." → "Your name is Sam." when Kiwi and Sam are values of the person's facts
+    (``sentences``, the facts block) and not NAILA's own name. Small models mirror the question's "my"
+    ("what's my parrot called?"); no prompt wording stopped the 0.5B from it. Anything else is unchanged."""
+    names = fact_names(sentences) - {own_name}
+    if not names:
+        return answer
+    alternatives = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+    mine = re.compile(
+        rf"\b(?P<my>[Mm]y)(?P<what>(?: [\w'’-]+){{1,3}}?)(?: is| 's|'s|’s)(?: called| named)? (?={alternatives}\b)"
+    )
+    have = re.compile(rf"\bI have (?P<what>an? [\w'’ -]{{1,30}}?) (?P<how>called|named) (?={alternatives}\b)")
+    out = mine.sub(
+        lambda m: f"{'Your' if m['my'] == 'My' else 'your'}{m['what']}{m[0][len(m['my']) + len(m['what']) :]}", answer
+    )
+    return have.sub(lambda m: f"You have {m['what']} {m['how']} ", out)

@@ -8,7 +8,7 @@ from datetime import date
 import pytest
 
 from naila_graph.user_facts import StoredFact, plan_changes, sentences
-from nodes.facts import Fact, FactUpdate, SaidFact, SaidFacts, extract_facts, model_facts
+from nodes.facts import Fact, FactUpdate, SaidFact, SaidFacts, extract_facts, model_facts, reattributed
 from prompts.templates import FACTS_HEADER, facts_messages
 
 TODAY = date(2026, 11, 30)
@@ -306,3 +306,32 @@ def test_the_model_stage_drops_invented_and_misplaced_facts() -> None:
     assert model_said("I quit last month", ("like", "", "I quit last month")) == []
     assert model_said("I like penguins, I hate penguins", ("like", "", "penguins"), ("dislike", "", "penguins")) == []
     assert model_said("I have a beagle called Rex", ("pet", "beagle", "beagle")) == []
+
+
+# --------------------------------------------------------------------------------------- perspective
+
+KNOWN = ["The person's name is Sam.", "The person has a parrot called Kiwi.", "The person's sister is called Anna."]
+
+
+@pytest.mark.parametrize(
+    ("answer", "fixed"),
+    [  # what the 0.5B answers to "what's my parrot called?" with the facts block in its prompt
+        ("My parrot is Kiwi.", "Your parrot is Kiwi."),
+        ("My parrot is called Kiwi!", "Your parrot is called Kiwi!"),
+        ("My parrot's name is Kiwi.", "Your parrot's name is Kiwi."),
+        ("My name is Sam.", "Your name is Sam."),
+        ("Sure! My sister's name is Anna.", "Sure! Your sister's name is Anna."),
+        ("I have a parrot called Kiwi.", "You have a parrot called Kiwi."),
+        # NAILA's own facts, other words and right answers stay
+        ("My name is NAILA.", "My name is NAILA."),
+        ("My favourite bird is a parrot.", "My favourite bird is a parrot."),
+        ("my dog is Rex.", "my dog is Rex."),
+        ("Your parrot is Kiwi.", "Your parrot is Kiwi."),
+    ],
+)
+def test_the_persons_facts_said_as_naila_s_are_given_back(answer: str, fixed: str) -> None:
+    assert reattributed(answer, KNOWN) == fixed
+
+
+def test_without_facts_nothing_changes() -> None:
+    assert reattributed("My parrot is Kiwi.", []) == "My parrot is Kiwi."
