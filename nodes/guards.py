@@ -400,6 +400,10 @@ _LEAK_WORDS = 12  # words of the persona in a row (the hygiene evaluator counts 
 _GUIDANCE_PHRASES = re.compile(
     r"current local time:|answer in at most (?:three|two) short sentences|the person's message (?:was very long"
     r"|tries to change)|relevant context:|the person is (?:greeting|thanking) you|your last answer"
+    # the corrective instruction recited back (the 0.5B did: "You can't do it, and say where they could …")
+    r"|say where they could do it|tell the person kindly|answer the person's last message|never name another"
+    r"|you (?:have no internet|cannot|can't) (?:so you cannot )?(?:look anything up|know today's)"
+    r"|you have no (?:internet|email|phone|clock app)(?:,| and| or)"
 )
 
 

@@ -240,7 +240,7 @@ _LEAD = (
 _TAIL = (
     r"(?:[\s,]+(?:naila|then|really|exactly|actually|again|please|pls|now|anyway|by\s+the\s+way|though|tho|at\s+all"
     r"|for\s+me|anymore|today|my\s+friend|robot|little\s+robot|lol|haha|right|huh|or\s+not|yes\s+or\s+no|too"
-    r"|as\s+well|also))*"
+    r"|as\s+well|also|real\s+quick|quickly|quick|for\s+me\s+real\s+quick))*"
     r"[\s?.!]*$"
 )
 _OTHER_ASSISTANTS = (
@@ -274,6 +274,12 @@ _PERSONA_FORMS: tuple[tuple[str, str], ...] = (
         r"\s+you|who(?:'s|\s+is|\s+are|\s+were)\s+your\s+(?:makers?|creators?|developers?|inventors?|builders?"
         r"|designers?|programmers?|company|owners?)|where\s+do\s+you\s+come\s+from|where\s+did\s+you\s+come\s+from"
         r"|(?:what|which)\s+company\s+(?:made|built|created|makes|owns|developed)\s+you|(?:what|which)\s+company"
+        r"|what\s+(?:llm|model|ai|language\s+model)\s+(?:are\s+you\s+(?:running|based|built)\s+on|do\s+you\s+(?:run\s+on"
+        r"|use)|runs\s+you|powers\s+you)|(?:is\s+it|are\s+you)\s+"
+        + _OTHER_ASSISTANTS
+        + r"(?:\s*,?\s*or\s+(?:"
+        + _OTHER_ASSISTANTS
+        + r"|what|something\s+else))*"
         r"|(?:your|the)\s+model(?:\s+name)?|(?:what|which)\s+(?:ai\s+|language\s+|llm\s+)?model\s+(?:are\s+you|do"
         r"\s+you\s+use|is\s+this|powers\s+you|runs\s+you)"
         r"|are\s+you\s+(?:made|built|created|developed|trained)\s+by\s+(?:alibaba|meta|anthropic|microsoft"
@@ -290,7 +296,8 @@ _PERSONA_FORMS: tuple[tuple[str, str], ...] = (
         "online",
         r"(?:can|could|do|are)\s+you\s+(?:able\s+to\s+)?(?:browse|search|surf|use|access|go\s+on|get\s+on"
         r"|connect\s+to|check|look\s+(?:things\s+|stuff\s+)?up\s+on)\s+(?:the\s+)?(?:web|internet|net|online"
-        r"|google)|do\s+you\s+have\s+(?:an?\s+)?(?:internet|web|online|wifi|wi-fi)(?:\s+(?:access|connection))?"
+        r"|google)|(?:can|could)\s+(?:you|u)\s+(?:google|look\s+up|search)\s+(?:something|anything|stuff|things|it"
+        r"|that)|do\s+you\s+have\s+(?:an?\s+)?(?:internet|web|online|wifi|wi-fi)(?:\s+(?:access|connection))?"
         r"|(?:are|can)\s+you\s+(?:go\s+)?(?:online|connected(?:\s+to\s+the\s+(?:internet|web))?)"
         r"|(?:can|could)\s+you\s+(?:google(?:\s+things|\s+stuff)?|look\s+(?:things|stuff)\s+up|search\s+for"
         r"\s+things|go\s+online)|(?:can|could)\s+you\s+(?:check|read|get|tell\s+me|give\s+me)\s+(?:me\s+)?the"
@@ -314,7 +321,8 @@ _SYMBOLS = re.compile(r"[^\w\s'.,!?:;-]")  # emoji and other symbols say nothing
 # A sentence that adds nothing to a question about NAILA: "Hi!", "Okay, seriously now.", "Nice try."
 _SMALL_TALK = re.compile(
     r"^(?:(?:hey|hi|hello|hiya|so|okay|ok|well|seriously|now|naila|robot|please|oh|um|uh|come\s+on|nice"
-    r"|sorry|wait|listen|quick\s+question|one\s+more\s+thing|good\s+(?:morning|afternoon|evening))[\s,]*)+"
+    r"|sorry|wait|listen|quick\s+question|one\s+more\s+thing|good\s+(?:morning|afternoon|evening)|game\s+over"
+    r"|(?:let's\s+)?stop\s+(?:the\s+game|playing)|enough|fine|alright|all\s+right)[\s,]*)+"
     r"[.!?]*$"
 )
 _CONFIRM = re.compile(

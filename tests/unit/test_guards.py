@@ -67,6 +67,12 @@ TRIPS = [
     ("I'll remind you tomorrow.", "capability", "reminders"),
     ("I'll call your mom right away.", "capability", "calls"),
     ("Sure, I'll order a pizza for you.", "capability", "purchases"),
+    (
+        "You have no internet access, so you cannot look anything up. You can't do it, and say where they could"
+        " do it instead.",
+        "leak",
+        "guidance",
+    ),
     ("Sure. " * 6, "length", "sentences"),
     (" ".join(["word"] * 80) + ".", "length", "words"),
 ]
