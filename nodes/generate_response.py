@@ -29,6 +29,8 @@ from nodes.guards import (
     guard_context,
     guard_names,
     injection_guidance,
+    is_online_request,
+    service_kind,
     trimmed,
 )
 from nodes.pattern_responder import limit_answer, pattern_response, persona_answer
@@ -83,10 +85,12 @@ def _guarded_answer(inputs: dict[str, Any], error: GuardViolation) -> AIMessage:
         text = trimmed(error.message.text, guard.budget)
         return AIMessage(content=text, response_metadata=meta, usage_metadata=error.message.usage_metadata)
     reason = f"guard_{first.guard}"
+    # what was asked: a lookup or a service NAILA cannot do gets its limit answer whatever the last guard was
+    asked = service_kind(guard.request) or ("online" if is_online_request(guard.request) else None)
     if guard.facts is not None and first.guard == "identity":
         text = persona_answer("identity", guard.facts)
-    elif guard.facts is not None and first.guard == "capability":
-        text = limit_answer(first.topic, guard.facts)
+    elif guard.facts is not None and (first.guard == "capability" or asked):
+        text = limit_answer(first.topic if first.guard == "capability" else str(asked), guard.facts)
     else:  # a custom persona, or a leak of the instructions: the plain pattern answer
         text = pattern_response(inputs.get("intent", "general"), has_history=True, reason=reason)
     meta = {"naila_source": "pattern", "fallback_reason": reason, "finish_reason": "stop", "naila_guards": fired}
