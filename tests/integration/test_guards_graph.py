@@ -255,3 +255,16 @@ def test_a_second_recital_falls_back_to_the_pattern_answer() -> None:
     out = _turn(build_graph(model, InMemorySaver()), "guess what")
     assert (out["response_source"], out["fallback_reason"]) == ("pattern", "guard_leak")
     assert "repeated your instructions" in model.prompts[1][-1].text
+
+
+def test_a_lookup_whose_regeneration_recites_the_correction_gets_the_limit_answer() -> None:
+    model = Scripted(
+        answers=[
+            "Real Madrid won 3-1 last night.",
+            "You have no internet access, so you cannot look anything up. Say where they could do it instead.",
+        ]
+    )
+    out = _turn(build_graph(model, InMemorySaver()), "Who won the football match last night?")
+    assert out["metrics"]["guards"] == ["capability", "leak"]
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "guard_leak")
+    assert out["response_text"].startswith("I can't look that up")
