@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import sys
 import tempfile
@@ -80,6 +81,12 @@ def offline_client() -> Any:
 # ---------------------------------------------------------------- the target
 
 
+def case_device(case_id: str) -> str:
+    """The device a case speaks from: its own, so the facts one case's person told (kept per device,
+    naila_graph/user_facts.py) never reach another case."""
+    return f"{EVAL_DEVICE}-" + re.sub(r"[^A-Za-z0-9_-]", "_", case_id)
+
+
 class CaseRunner:
     """The ``evaluate`` target: plays one case's turns through the graph on its own thread."""
 
@@ -104,7 +111,7 @@ class CaseRunner:
         task_id = f"{case_id}#{index + 1}"
         request = TurnRequest(
             text=text,
-            device_id=EVAL_DEVICE,
+            device_id=case_device(case_id),
             thread_id=f"{self.run_tag}:{case_id}",
             task_id=task_id,
             metadata={"eval_case": case_id, "eval_run": self.run_tag},
@@ -272,6 +279,7 @@ def run_eval(
 
     from naila_graph.graph import build_graph
     from naila_graph.settings import NailaSettings
+    from naila_graph.user_facts import open_store
     from prompts.persona import load_persona
 
     if not cases and not action_cases:
@@ -298,12 +306,16 @@ def run_eval(
         stream.flush()
 
     wall = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="naila-eval-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="naila-eval-") as tmp, contextlib.ExitStack() as stack:
         conn = sqlite3.connect(Path(tmp) / "memory.sqlite", check_same_thread=False)
         try:
             saver = SqliteSaver(conn)
             saver.setup()
-            graph = build_graph(chat_model, saver, settings=settings, persona=persona, clock=lambda: EVAL_CLOCK)
+            # what the person tells about themselves, kept per device (each case has its own), as the server does
+            store = stack.enter_context(open_store(f"sqlite:///{Path(tmp) / 'memory.sqlite'}"))
+            graph = build_graph(
+                chat_model, saver, settings=settings, persona=persona, clock=lambda: EVAL_CLOCK, store=store
+            )
             target = CaseRunner(graph, len(cases), stream, run_tag, trace=upload)
             if upload:
                 from langsmith import Client

@@ -514,3 +514,12 @@ def test_compare_shows_cases_passed_per_split(run_fake: RunFake) -> None:
     assert diff["actions"] == {}  # neither run scored action cases
     text = render_comparison(diff)
     assert f"split {split}" in text and "PASSED" in text
+
+
+def test_every_case_speaks_from_a_device_of_its_own_so_facts_never_leak_between_cases() -> None:
+    from evals.runner import case_device
+
+    ids = ["memory-name", "memory.name", "perspective-pet-1", "self/who"]
+    devices = [case_device(i) for i in ids]
+    assert len(set(devices)) == len(devices)
+    assert all("." not in d and "/" not in d for d in devices)  # a store namespace cannot hold them
