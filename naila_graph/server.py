@@ -181,16 +181,7 @@ class NailaServer:
             await stack.enter_async_context(self._workers_running())
         await self.publish(p.STARTUP_TOPIC, telemetry.startup_payload(self.model, self.startup_phases))
         # Online first, then the persona: a robot waiting for a restarted server is not kept waiting for it.
-        self._spawn(
-            prime_prompt_cache(
-                self.chat_model,
-                self.settings.system_prompt_file,
-                self.degraded_reason,
-                should_stop=self._priming_must_stop,
-                state_dir=self.settings.prompt_states_dir,
-                tools=self.turns.generator.prompt_tools if self.turns and self.turns.generator else None,
-            )
-        )
+        self._spawn(self._prime())
         logger.info(
             "NAILA AI server ready%s (startup phases: %s)",
             f" in DEGRADED mode ({self.degraded_reason}): the pattern responder answers"
@@ -259,6 +250,26 @@ class NailaServer:
                 item.task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=CANCEL_WAIT_SECONDS)
+
+    async def _prime(self) -> None:
+        """The persona as every turn's prompt starts, evaluated (or taken from disk) while the server is
+        already online; with NAILA_ROBOT_TOOLS=commands also the persona with the robot tools, which a
+        command's prompt starts with."""
+        generator = self.turns.generator if self.turns else None
+        variants = [generator.prompt_tools if generator else None]
+        if generator is not None and generator.tools and generator.prompt_tools is None:
+            variants.append(generator.tools)
+        for tools in variants:
+            if self._priming_must_stop():
+                return
+            await prime_prompt_cache(
+                self.chat_model,
+                self.settings.system_prompt_file,
+                self.degraded_reason,
+                should_stop=self._priming_must_stop,
+                state_dir=self.settings.prompt_states_dir,
+                tools=tools,
+            )
 
     async def _announce_shutdown(self) -> None:
         if self.connected:

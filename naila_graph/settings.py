@@ -51,7 +51,7 @@ class NailaSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     stale_request_seconds: float = Field(default=60.0, gt=0, le=86_400)
     robot_tools: Literal["auto", "commands", "off"] = Field(
-        default="auto",
+        default="commands",
         description="auto: the model may call the robot tools in any turn; commands: only clear commands act; off",
     )
 

@@ -46,6 +46,7 @@ from nodes.robot_tools import (
     repair_messages,
     validate_call,
 )
+from prompts.templates import group_turns
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,9 @@ def likely_tool(text: str) -> str | None:
 
 
 COMMAND_INTENT = "robot_command"
+# With NAILA_ROBOT_TOOLS=commands a command's prompt (tools in it) shares only the persona with the saved
+# states of ordinary turns: everything after is evaluated, so only the last turns come along.
+COMMAND_HISTORY_TURNS = 2
 
 
 class PromptSource(Protocol):
@@ -114,7 +118,11 @@ class ActionTaker:
         return can_call_tools(self.chat_model)
 
     def _messages(self, state: dict[str, Any]) -> list[BaseMessage]:
-        return self.prompts.prompt_messages(self.prompts.inputs({**state, "intent": COMMAND_INTENT}))
+        inputs = self.prompts.inputs({**state, "intent": COMMAND_INTENT})
+        if not inputs.get("tools"):  # commands mode: ordinary turns' prompts have no tools, so no saved state
+            turns = group_turns(inputs["history"])[-COMMAND_HISTORY_TURNS:]  # ends like this one: keep it short
+            inputs = {**inputs, "history": [m for turn in turns for m in turn]}
+        return self.prompts.prompt_messages(inputs)
 
     def _plan(self, state: dict[str, Any]) -> Plan:
         """The calls of one command, sync or async alike: yields (bound model, messages), is sent the reply,

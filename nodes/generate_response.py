@@ -210,7 +210,7 @@ class ResponseGenerator:
         clock: Callable[[], datetime],
         max_turns: int,
         degraded_reason: str | None = None,
-        robot_tools: RobotTools = "auto",
+        robot_tools: RobotTools = "commands",
     ) -> None:
         self.chat_model = chat_model
         self.local_model: LocalModel | None = chat_model if isinstance(chat_model, LocalModel) else None

@@ -190,7 +190,7 @@ def test_the_tools_stay_out_of_ordinary_turns_when_they_would_crowd_the_window(t
     small = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=8).load()
     try:
         assert tools_in_prompt("auto", small) is None
-        generator = ResponseGenerator(small, persona="x", clock=lambda: CLOCK, max_turns=20)
+        generator = ResponseGenerator(small, persona="x", clock=lambda: CLOCK, max_turns=20, robot_tools="auto")
         assert generator.prompt_tools is None and generator.inputs({"text": "hi"})["tools"] is False
     finally:
         small.unload()
@@ -198,7 +198,7 @@ def test_the_tools_stay_out_of_ordinary_turns_when_they_would_crowd_the_window(t
     try:
         assert tools_in_prompt("auto", large) == robot_tool_schemas()
         assert tools_in_prompt("commands", large) is None and tools_in_prompt("off", large) is None
-        generator = ResponseGenerator(large, persona="x", clock=lambda: CLOCK, max_turns=20)
+        generator = ResponseGenerator(large, persona="x", clock=lambda: CLOCK, max_turns=20, robot_tools="auto")
         assert generator.inputs({"text": "hi"})["tools"] is True
         rendered = large.render_prompt(generator.prompt_messages(generator.inputs({"text": "hi"})))
         assert "move_head" not in rendered  # render_prompt shows messages only; the tokens below include tools
@@ -243,11 +243,11 @@ def test_a_bad_robot_tools_setting_is_refused_with_the_choices(mode: str, monkey
 
 
 def test_in_an_ordinary_turn_the_words_narrow_a_call_the_model_may_make(tiny_model: str) -> None:
-    """"Keep your lights purple" is no clear command (the model decides whether to act), but if it calls
+    """ "Keep your lights purple" is no clear command (the model decides whether to act), but if it calls
     set_lights, purple it is; the prompt's tools stay as they are (the saved states match)."""
     model = ChatLlamaCpp(model_path=tiny_model, n_ctx=32768, max_tokens=8).load()
     try:
-        generator = ResponseGenerator(model, persona="x", clock=lambda: CLOCK, max_turns=20)
+        generator = ResponseGenerator(model, persona="x", clock=lambda: CLOCK, max_turns=20, robot_tools="auto")
         inputs = generator.inputs({"text": "Keep your lights purple for a while", "intent": "general"})
         _, bound = generator._chain(inputs)
         assert bound is not None
@@ -258,3 +258,19 @@ def test_in_an_ordinary_turn_the_words_narrow_a_call_the_model_may_make(tiny_mod
         assert plain is generator._bound  # nothing to narrow: the one bound model of every turn
     finally:
         model.unload()
+
+
+def test_by_default_only_clear_commands_bind_the_tools_and_bring_two_turns_of_history() -> None:
+    """NAILA_ROBOT_TOOLS=commands (default): on the 0.5B the tools in every prompt made it refuse ordinary
+    requests ("I'm sorry, but I can't assist with that."). A command's prompt has them; it brings only the
+    last two turns (its prompt shares nothing past the persona with the saved states of ordinary turns)."""
+    assert NailaSettings().robot_tools == "commands"
+    model = Scripted(messages=iter([AIMessage(f"answer {i}") for i in range(4)] + [_call("nod", "n")]))
+    graph = _graph(model, "commands")
+    for i in range(4):
+        _turn(graph, f"Tell me fact number {i}.")
+    model.messages = iter([_call("move_head", "h", pan_degrees=-20)])
+    _turn(graph, "Turn your head to the left.")
+    assert [b["tool_choice"] for b in model.bound] == ["move_head"]
+    humans = [m.content for m in model.seen[-1] if isinstance(m, HumanMessage)]
+    assert humans == ["Tell me fact number 2.", "Tell me fact number 3.", "Turn your head to the left."]
