@@ -17,6 +17,7 @@ keeps its own prompt cache per slot). It knows its window: ``n_ctx`` is the serv
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -73,6 +74,7 @@ class ChatOpenAICompatible(ChatOpenAI):
     _counting: TokenCounting = PrivateAttr(default="unknown")
     _counts: OrderedDict[tuple[str, str, str], int] = PrivateAttr(default_factory=OrderedDict)
     _frames: dict[str, int] = PrivateAttr(default_factory=dict)
+    _auto_model: bool = PrivateAttr(default=False)  # no LLM_MODEL: the server's first model, once reached
 
     # ------------------------------------------------------------------ what the server says
 
@@ -144,6 +146,10 @@ class ChatOpenAICompatible(ChatOpenAI):
                         n_ctx = settings.get("n_ctx") or (settings.get("params") or {}).get("n_ctx")
                         self._slot_ctx = int(n_ctx) if n_ctx else None
                         self._server_model = info.get("model_alias") or info.get("model_path")
+                    if self._auto_model:
+                        listed = http.get(f"{str(self.openai_api_base).rstrip('/')}/models")
+                        if listed.status_code == 200 and listed.json().get("data"):
+                            self.model_name = str(listed.json()["data"][0]["id"])
                     probe = http.post("/tokenize", json={"content": "a", "add_special": False})
                     template = http.post("/apply-template", json={"messages": [{"role": "user", "content": "a"}]})
                     ok = probe.status_code == 200 and template.status_code == 200 and "prompt" in template.json()
@@ -176,11 +182,15 @@ class ChatOpenAICompatible(ChatOpenAI):
         except (httpx.HTTPStatusError, KeyError, ValueError) as exc:
             raise LLMError(f"the LLM server at {self.root_url} could not count tokens: {exc}") from exc
 
-    def _frame_tokens(self, tools: list[dict[str, Any]] | None) -> int:
-        """The template's preamble (with the tools) and the assistant header: what every prompt has."""
-        key = repr(tools)
+    def _frame_tokens(self, tools: list[dict[str, Any]] | None, with_user: bool = False) -> int:
+        """The template's preamble (with the tools) and the assistant header: what every prompt has
+        (``with_user``: and an empty user message, the frame :meth:`_message_tokens` measures in)."""
+        key = f"{with_user}:{tools!r}"
         if key not in self._frames:
-            self._frames[key] = self._server_tokens([{"role": "system", "content": ""}], tools)
+            frame: list[dict[str, Any]] = [{"role": "system", "content": ""}]
+            if with_user:
+                frame.append({"role": "user", "content": ""})
+            self._frames[key] = self._server_tokens(frame, tools)
         return self._frames[key]
 
     def _message_tokens(self, message: BaseMessage) -> int:
@@ -189,9 +199,10 @@ class ChatOpenAICompatible(ChatOpenAI):
             if key in self._counts:
                 self._counts.move_to_end(key)
                 return self._counts[key]
-        empty: dict[str, Any] = {"role": "system", "content": ""}
-        pair = convert_to_openai_messages([SystemMessage(""), message])
-        n = max(0, self._server_tokens(pair, None) - self._server_tokens([empty], None))
+        # Between an empty system and an empty user message: a list that ends with an assistant message is
+        # a prefill to llama.cpp (rendered unfinished, and refused when it holds tool calls).
+        around = [SystemMessage(""), message, HumanMessage("")]
+        n = max(0, self._server_tokens(convert_to_openai_messages(around), None) - self._frame_tokens(None, True))
         self._remember(key, n)
         return n
 
@@ -212,13 +223,16 @@ class ChatOpenAICompatible(ChatOpenAI):
                 if key in self._counts:
                     self._counts.move_to_end(key)
                     return self._counts[key]
-            n = self._server_tokens(convert_to_openai_messages(list(messages)), formatted)
+            try:
+                n = self._server_tokens(convert_to_openai_messages(list(messages)), formatted)
+            except ModelUnavailableError:
+                raise
+            except LLMError as exc:  # e.g. a message its template refuses: the server's answer will say
+                logger.warning("counting tokens approximately: %s", exc)
+                return _approximate(messages, formatted)
             self._remember(key, n)
             return n
-        approx = count_tokens_approximately(list(messages)) + (
-            count_tokens_approximately([SystemMessage(str(formatted))]) if formatted else 0
-        )
-        return math.ceil(approx * APPROX_MARGIN) + _APPROX_EXTRA
+        return _approximate(messages, formatted)
 
     def _estimate(self, messages: Sequence[BaseMessage], tools: Sequence[Any] | None) -> int:
         """A quick count for choosing what to drop: the template's frame plus each message's own tokens
@@ -226,7 +240,13 @@ class ChatOpenAICompatible(ChatOpenAI):
         if self._counting != "server":
             return self.get_num_tokens_from_messages(messages, tools)
         formatted = [convert_to_openai_tool(t) for t in tools] if tools else None
-        return self._frame_tokens(formatted) + sum(self._message_tokens(m) for m in messages)
+        try:
+            return self._frame_tokens(formatted) + sum(self._message_tokens(m) for m in messages)
+        except ModelUnavailableError:
+            raise
+        except LLMError as exc:
+            logger.warning("counting tokens approximately: %s", exc)
+            return _approximate(messages, formatted)
 
     def _remember(self, key: tuple[str, str, str], n: int) -> None:
         with self._info_lock:
@@ -289,6 +309,7 @@ class ChatOpenAICompatible(ChatOpenAI):
         seconds = float(timeout) if timeout else self.generation_timeout
         deadline = time.monotonic() + seconds
         max_tokens = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or self.max_tokens or 512)
+        _require_named_tool(kwargs)
         fitted = self.fit_to_context(messages, max_tokens, kwargs.get("tools"))
         kwargs["timeout"] = seconds  # each read of the request too (the deadline is checked between chunks)
         return fitted, deadline, kwargs
@@ -314,7 +335,7 @@ class ChatOpenAICompatible(ChatOpenAI):
                 chunks.close()  # type: ignore[attr-defined]  # a generator
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise self._mapped(exc) from exc
-        yield timer.metrics_chunk(self.model_name)
+        yield timer.metrics_chunk()
 
     async def _astream(
         self,
@@ -344,7 +365,7 @@ class ChatOpenAICompatible(ChatOpenAI):
                 await chunks.aclose()  # type: ignore[attr-defined]
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise self._mapped(exc) from exc
-        yield timer.metrics_chunk(self.model_name)
+        yield timer.metrics_chunk()
 
     def _generate(
         self,
@@ -402,7 +423,7 @@ class _Timer:
             self.output_tokens = usage.get("output_tokens")
             self.cached = (usage.get("input_token_details") or {}).get("cache_read")
 
-    def metrics_chunk(self, model_name: str) -> ChatGenerationChunk:
+    def metrics_chunk(self) -> ChatGenerationChunk:
         end = time.monotonic()
         decode_s = end - self.first if self.first is not None else 0.0
         produced = self.output_tokens or 0
@@ -423,6 +444,27 @@ def _loop_time(deadline: float) -> float:
     """``deadline`` (``time.monotonic``) on the running loop's clock."""
     loop = asyncio.get_running_loop()
     return loop.time() + (deadline - time.monotonic())
+
+
+def _require_named_tool(kwargs: dict[str, Any]) -> None:
+    """A call forced to one named tool becomes that tool alone with ``tool_choice="required"``: the same
+    request in the form every OpenAI-compatible server knows (llama.cpp's reads ``none``, ``auto`` and
+    ``required`` only)."""
+    choice, tools = kwargs.get("tool_choice"), kwargs.get("tools")
+    if not (isinstance(choice, dict) and choice.get("type") == "function" and tools):
+        return
+    name = (choice.get("function") or {}).get("name")
+    only = [t for t in tools if isinstance(t, dict) and (t.get("function") or {}).get("name") == name]
+    if only:
+        kwargs["tools"], kwargs["tool_choice"] = only, "required"
+
+
+def _approximate(messages: Sequence[BaseMessage], tools: list[dict[str, Any]] | None) -> int:
+    """Characters-based count raised by a safety margin: for servers that cannot tokenize for us."""
+    approx = count_tokens_approximately(list(messages))
+    if tools:
+        approx += count_tokens_approximately([SystemMessage(json.dumps(tools))])
+    return math.ceil(approx * APPROX_MARGIN) + _APPROX_EXTRA
 
 
 def _message_key(message: BaseMessage) -> tuple[str, str, str]:
@@ -457,7 +499,7 @@ def build_openai_model(
     context_size: int,
 ) -> ChatOpenAICompatible:
     """The ``openai`` backend's chat model (``load_chat_model`` with ``LLM_BACKEND=openai``)."""
-    return ChatOpenAICompatible(
+    chat = ChatOpenAICompatible(
         model=model or "default",
         base_url=base_url,
         api_key=SecretStr(
@@ -474,3 +516,5 @@ def build_openai_model(
         generation_timeout=generation_timeout,
         context_size=context_size,
     )
+    chat._auto_model = model is None
+    return chat

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from llm import LLMSettings, load_chat_model
@@ -98,6 +98,25 @@ def test_the_backend_reads_the_slot_context_and_counts_tokens_like_the_server(se
     assert answer.usage_metadata is not None
     assert answer.usage_metadata["input_tokens"] == counted  # the server's own tokenizer and template
     assert model.server_info()["n_ctx_per_slot"] == SLOT_CTX
+    assert model.model_name == tiny_model_path()  # no LLM_MODEL: the server's own (/v1/models)
+    assert answer.response_metadata["model_name"] == model.model_name
+
+
+def test_a_history_with_a_robot_action_is_counted_and_cut(server_url: str) -> None:
+    """A stored tool call and its result: counted per message (an assistant message with calls cannot end
+    a template's list: llama.cpp takes it for a prefill and refuses it) and dropped together."""
+    model = openai_model(server_url, max_tokens=4)
+    call = AIMessage("", tool_calls=[{"name": "move_head", "args": {"direction": "left"}, "id": "call1"}])
+    action = [HumanMessage("look left"), call, ToolMessage("done", tool_call_id="call1"), AIMessage("Done!")]
+    messages = [SystemMessage("You are NAILA."), *action, HumanMessage("what did you just do?")]
+    exact = model.get_num_tokens_from_messages(messages)
+    answer = model.invoke(messages)
+    assert answer.usage_metadata is not None and answer.usage_metadata["input_tokens"] == exact
+    assert model._estimate(messages, None) >= exact - 8  # the per-message estimate is close
+    without = model.get_num_tokens_from_messages([messages[0], messages[-1]])
+    room = (without + exact) // 2  # the question fits, the question with the action does not
+    kept = model.fit_to_context(messages, SLOT_CTX - room)
+    assert kept == [messages[0], messages[-1]]  # the whole action went, no orphan tool result
 
 
 def test_streaming_yields_text_usage_and_timings(server_url: str) -> None:
@@ -363,3 +382,25 @@ async def test_four_requests_at_once_share_the_slots(server_url: str) -> None:
     model = openai_model(server_url, max_tokens=4)
     answers = await asyncio.gather(*(model.ainvoke(PROMPT) for _ in range(4)))
     assert all(a.usage_metadata and a.usage_metadata["output_tokens"] == 4 for a in answers)
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_the_real_model_answers_a_question_through_the_graph(real_model: str, saver: SqliteSaver) -> None:
+    params = xllamacpp.CommonParams()
+    params.model.path = real_model
+    params.n_ctx = 4096
+    params.port = free_port()
+    params.hostnames = ["127.0.0.1"]
+    params.verbosity = 1
+    server = xllamacpp.Server(params)
+    try:
+        model = openai_model(f"http://127.0.0.1:{params.port}/v1", max_tokens=48)
+        graph = build_graph(model, saver, settings=NailaSettings(robot_tools="off"))
+        out = graph.invoke(turn_input("What is the capital of France?", device_id="robot1"), turn_config("robot1"))
+        assert (out["response_source"], out["fallback_reason"]) == ("llm", None)
+        assert "Paris" in out["response_text"]
+        assert out["metrics"]["time_to_first_token_ms"] > 0
+        assert out["metrics"]["input_tokens"] > 100  # the persona's prompt, counted by the server
+    finally:
+        del server
