@@ -115,9 +115,9 @@ class ChatOpenAICompatible(ChatOpenAI):
         with self._info_lock:
             self._probed = False
 
-    def server_info(self) -> dict[str, Any]:
-        """What health reports about the model behind this backend."""
-        self._probe()
+    @property
+    def backend_info(self) -> dict[str, Any]:
+        """What health reports about the server, as last learned (no request is made)."""
         return {
             "backend": "openai",
             "base_url": self.openai_api_base,
@@ -125,6 +125,15 @@ class ChatOpenAICompatible(ChatOpenAI):
             "n_ctx_per_slot": self._slot_ctx,
             "token_counting": self._counting,
         }
+
+    def server_info(self) -> dict[str, Any]:
+        """:attr:`backend_info` after asking the server when it has not answered yet."""
+        self._probe()
+        return self.backend_info
+
+    def restore_prefix_from_disk(self, *args: Any, **kwargs: Any) -> int:
+        """Nothing to restore: the server keeps its own prompt cache per slot (``naila serve`` asks)."""
+        return 0
 
     def _http(self) -> httpx.Client:
         headers = {}

@@ -115,6 +115,13 @@ def cache_stats(model: Any) -> dict[str, Any] | None:
     return dataclasses.asdict(model.state_cache_stats)
 
 
+def backend_info(model: Any) -> dict[str, Any] | None:
+    """What a model served by another process says about it (``LLM_BACKEND=openai``: URL, context per slot,
+    how tokens are counted), as last learned (no I/O); None for a model in this process."""
+    info = getattr(model, "backend_info", None)
+    return dict(info) if isinstance(info, dict) else None
+
+
 def health_payload(
     stats: ServerStats,
     model: ModelStatus,
@@ -154,6 +161,7 @@ def health_payload(
                 "failures_total": stats.failures_total,
                 "avg_tokens_per_second": stats.avg_tokens_per_second,
                 "prompt_state_cache": cache_stats(model.model),
+                "backend": backend_info(model.model),
                 "prefills": stats.prefills,
                 "prefill_tokens": stats.prefill_tokens,
             }

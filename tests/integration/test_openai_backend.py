@@ -32,6 +32,7 @@ from llm.errors import ContextOverflowError, GenerationTimeoutError, ModelUnavai
 from llm.openai_backend import ChatOpenAICompatible
 from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.settings import NailaSettings
+from naila_graph.telemetry import ModelStatus, ServerStats, health_payload
 from tests.support.broker import free_port
 from tests.support.models import tiny_model_path
 
@@ -98,6 +99,10 @@ def test_the_backend_reads_the_slot_context_and_counts_tokens_like_the_server(se
     assert answer.usage_metadata is not None
     assert answer.usage_metadata["input_tokens"] == counted  # the server's own tokenizer and template
     assert model.server_info()["n_ctx_per_slot"] == SLOT_CTX
+    health = health_payload(
+        ServerStats(), ModelStatus(model=model, status="loaded"), connected=True, queue_depth=0, in_progress=0
+    )
+    assert health["ai_services"]["llm"]["backend"]["token_counting"] == "server"  # health says which
     assert model.model_name == tiny_model_path()  # no LLM_MODEL: the server's own (/v1/models)
     assert answer.response_metadata["model_name"] == model.model_name
 
