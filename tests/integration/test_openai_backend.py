@@ -210,6 +210,21 @@ def test_a_message_larger_than_the_slot_falls_back_with_context_overflow(server_
     assert (out["response_source"], out["fallback_reason"]) == ("pattern", "context_overflow")
 
 
+async def test_the_graph_streams_the_servers_tokens(server_url: str) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    model = openai_model(server_url, max_tokens=12)
+    graph = build_graph(model, InMemorySaver(), settings=NailaSettings(robot_tools="off"))
+    config = turn_config("robot1")
+    task = turn_input("Tell me about stars", device_id="robot1")
+    items: list[Any] = [item async for item in graph.astream(task, config, stream_mode="messages")]
+    tokens = [chunk.text for chunk, meta in items if meta["langgraph_node"] == "generate_response" and chunk.text]
+    assert len(tokens) > 1  # piece by piece, as they came from the server
+    state = (await graph.aget_state(config)).values
+    assert (state["response_source"], state["metrics"]["output_tokens"]) == ("llm", 12)
+    assert state["metrics"]["time_to_first_token_ms"] > 0
+
+
 # ---------------------------------------------------------------- failures without a real server
 
 
