@@ -320,7 +320,8 @@ class ChatOpenAICompatible(ChatOpenAI):
         max_tokens = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or self.max_tokens or 512)
         _require_named_tool(kwargs)
         fitted = self.fit_to_context(messages, max_tokens, kwargs.get("tools"))
-        kwargs["timeout"] = seconds  # each read of the request too (the deadline is checked between chunks)
+        # each read of the request too: a server that stalls is cut then (the deadline is checked between chunks)
+        kwargs["timeout"] = max(deadline - time.monotonic(), 0.001)
         return fitted, deadline, kwargs
 
     def _stream(

@@ -266,15 +266,31 @@ class _DripHandler(BaseHTTPRequestHandler):
             pass  # the client gave up: what the deadline is for
 
 
-@pytest.fixture
-def drip_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _DripHandler)
+class _StallHandler(_DripHandler):
+    """One token, then silence."""
+
+    interval = 10.0
+    count = 2
+
+
+def _stub(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def drip_url() -> Iterator[str]:
+    yield from _stub(_DripHandler)
+
+
+@pytest.fixture
+def stall_url() -> Iterator[str]:
+    yield from _stub(_StallHandler)
 
 
 def test_the_deadline_covers_the_whole_answer_not_each_read(drip_url: str) -> None:
@@ -288,6 +304,14 @@ def test_the_deadline_covers_the_whole_answer_not_each_read(drip_url: str) -> No
     assert 1.0 <= elapsed < 2.5  # every read was quick (0.2 s); the answer as a whole took too long
     assert 2 <= len([t for t in received if t]) <= 8
     assert model.token_counting == "approximate"  # this server has no /tokenize
+
+
+def test_a_server_that_stalls_is_cut_at_the_deadline(stall_url: str) -> None:
+    model = openai_model(stall_url, max_inference_time_seconds=1.0)
+    started = time.monotonic()
+    with pytest.raises(GenerationTimeoutError):
+        model.invoke(PROMPT)
+    assert 0.9 <= time.monotonic() - started < 2.5  # not the stub's 10 s silence
 
 
 async def test_the_deadline_fires_on_the_async_path_too(drip_url: str) -> None:
