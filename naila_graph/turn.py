@@ -30,6 +30,7 @@ from langchain_core.runnables import RunnableConfig
 from llm.errors import GenerationCancelledError
 from naila_graph.graph import turn_config, turn_input
 from naila_graph.memory import aprune_thread, prune_thread
+from nodes.facts import reattributed
 from nodes.finalize import speakable, speakable_sentences
 from nodes.generate_response import ResponseGenerator
 from nodes.guards import answer_passes
@@ -116,7 +117,7 @@ TurnEvent = Token | Sentence | Final | Cancelled | Failed | Metrics
 
 def early_answer(state: dict[str, Any], raw: str, finish_reason: str) -> dict[str, Any]:
     """The final answer of a turn whose model text passed validation, as finalize will store it."""
-    text = speakable(raw)
+    text = speakable(reattributed(raw, list(state.get("user_facts") or [])))
     return {
         **state,
         "response_text": text,
@@ -135,15 +136,19 @@ class _Speech:
         self.sent: list[str] = []
         self.raw = ""
         self.closed = False  # the final stream text went out as soon as the model finished
+        self.user_facts: list[str] = []  # the person's facts: "My parrot is Kiwi." is spoken "Your parrot …"
+
+    def _spoken(self, sentence: str) -> str:
+        return clean_for_speech(reattributed(sentence, self.user_facts))
 
     def feed(self, text: str) -> list[str]:
         self.raw += text
-        cleaned = (clean_for_speech(s) for s in self.splitter.feed(text))
+        cleaned = (self._spoken(s) for s in self.splitter.feed(text))
         return [s for s in cleaned if s]
 
     def tail(self) -> str:
         rest = self.splitter.flush()
-        return clean_for_speech(rest) if rest else ""
+        return self._spoken(rest) if rest else ""
 
     def model_done(self, state: dict[str, Any]) -> str | None:
         """The last stream text, to send as soon as the model finished; None when the graph's final
@@ -218,6 +223,7 @@ class Turn:
     def _on_item(self, mode: str, payload: Any) -> Iterator[TurnEvent]:
         if mode == "values":
             self.state = payload
+            self._speech.user_facts = list(payload.get("user_facts") or [])
             return
         chunk, meta = payload
         if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == MODEL_NODE:

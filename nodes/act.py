@@ -230,7 +230,11 @@ class ActionTaker:
             len(results),
             len(reply.invalid_tool_calls),
         )
-        messages.extend(repair_messages(reply, results) if reply.tool_calls else [reply])
+        # No call at all (a cut-off one, or a server that does not force the call: llama.cpp's server takes
+        # tool_choice="required" as a hint): the same prompt again. A text reply is not appended: a prompt
+        # that ends with two assistant messages is refused by llama.cpp's server.
+        if reply.tool_calls:
+            messages.extend(repair_messages(reply, results))
         return None
 
     @staticmethod

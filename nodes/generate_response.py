@@ -20,6 +20,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 from llm.capabilities import LocalModel
 from llm.errors import EmptyGenerationError, GenerationCancelledError, LLMError
 from nodes.act import COMMAND_INTENT, ActionTaker, can_call_tools
+from nodes.facts import reattributed
 from nodes.failures import INTERNAL_ERROR, failure_reason
 from nodes.guards import (
     MIN_RETRY_SECONDS,
@@ -322,6 +323,7 @@ class ResponseGenerator:
             "intent": intent,
             "degraded_reason": self.degraded_reason,
             "tools": tools,
+            "user_facts": list(state.get("user_facts") or []),
         }
 
     def next_turn_prefix(self, messages: list[BaseMessage], user_facts: list[str] | None = None) -> list[BaseMessage]:
@@ -361,8 +363,11 @@ class ResponseGenerator:
                 inference_time_ms=meta.get("inference_time_ms"),
                 tokens_per_second=meta.get("tokens_per_second"),
             )
+        text: str = str(message.text)
+        if source == "llm":  # the small models mirror "my parrot": the person's facts go back to them
+            text = reattributed(text, list(inputs.get("user_facts") or []))
         return {
-            "response_text": message.text,
+            "response_text": text,
             "response_source": source,
             "fallback_reason": meta.get("fallback_reason") if source != "llm" else None,
             "finish_reason": meta.get("finish_reason") or "stop",

@@ -203,3 +203,12 @@ def test_when_one_part_of_a_two_part_command_fails_nothing_is_done() -> None:
     model = _scripted(_call("move_head", "a", pan_degrees=-45), *bad_lights)
     update = _actor(model).invoke({**STATE, "text": text}, {})
     assert update["response_text"] == UNABLE_TEXT and "commands" not in update
+
+
+def test_a_reply_without_a_call_is_asked_again_on_the_same_prompt() -> None:
+    """A server that does not force the call (llama.cpp's takes tool_choice="required" as a hint) may answer
+    in words: the prompt is sent again as it was (two assistant messages at its end are refused there)."""
+    model = _scripted(AIMessage("Sure, turning my head!"), _call("move_head", "a", pan_degrees=-30))
+    update = _actor(model).invoke(STATE, {})
+    assert update["response_text"] == "Turning my head to the left."
+    assert model.seen[0] == model.seen[1]  # the same prompt, no text reply appended

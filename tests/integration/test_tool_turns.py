@@ -274,3 +274,30 @@ def test_by_default_only_clear_commands_bind_the_tools_and_bring_two_turns_of_hi
     assert [b["tool_choice"] for b in model.bound] == ["move_head"]
     humans = [m.content for m in model.seen[-1] if isinstance(m, HumanMessage)]
     assert humans == ["Tell me fact number 2.", "Tell me fact number 3.", "Turn your head to the left."]
+
+
+# ----------------------------------------------------------------------- whose facts (perspective)
+
+
+def test_a_mirrored_my_is_given_back_to_the_person_in_the_stream_and_the_answer() -> None:
+    """The 0.5B answers "what's my parrot called?" with "My parrot is Kiwi." (no prompt wording stopped it):
+    with Kiwi among the person's facts, what is spoken and stored is "Your parrot is Kiwi."."""
+    from langgraph.store.memory import InMemoryStore
+
+    from naila_graph.turn import Final, Sentence, TurnRequest, TurnRunner
+
+    model = Scripted(messages=iter([AIMessage("What a lovely bird!"), AIMessage("My parrot is Kiwi. I love birds.")]))
+    settings = NailaSettings(robot_tools="commands")
+    graph = build_graph(model, InMemorySaver(), settings=settings, clock=lambda: CLOCK, store=InMemoryStore())
+    runner = TurnRunner(graph)
+
+    def ask(text: str) -> tuple[list[str], Any]:
+        events = runner.run_sync(TurnRequest(text=text, device_id="bot", thread_id="bot"))
+        spoken = [e.text for e in events if isinstance(e, Sentence)]
+        (final,) = [e for e in events if isinstance(e, Final)]
+        return spoken, final
+
+    ask("I have a parrot called Kiwi.")
+    spoken, final = ask("What's my parrot called?")
+    assert " ".join([*spoken, final.tail] if final.tail else spoken).startswith("Your parrot is Kiwi.")
+    assert final.text == "Your parrot is Kiwi. I love birds." and not final.replaced
