@@ -30,11 +30,11 @@ from langchain_core.runnables import RunnableConfig
 from llm.errors import GenerationCancelledError
 from naila_graph.graph import turn_config, turn_input
 from naila_graph.memory import aprune_thread, prune_thread
-from nodes.facts import reattributed
 from nodes.finalize import speakable, speakable_sentences
 from nodes.generate_response import ResponseGenerator
 from nodes.guards import answer_passes
 from nodes.speech import SentenceSplitter, clean_for_speech, ends_with_question, has_control_markup
+from nodes.voice import answer_facts, in_voice
 
 logger = logging.getLogger("naila.turn")
 
@@ -117,7 +117,7 @@ TurnEvent = Token | Sentence | Final | Cancelled | Failed | Metrics
 
 def early_answer(state: dict[str, Any], raw: str, finish_reason: str) -> dict[str, Any]:
     """The final answer of a turn whose model text passed validation, as finalize will store it."""
-    text = speakable(reattributed(raw, list(state.get("user_facts") or [])))
+    text = speakable(in_voice(raw, answer_facts(state)))
     return {
         **state,
         "response_text": text,
@@ -139,7 +139,7 @@ class _Speech:
         self.user_facts: list[str] = []  # the person's facts: "My parrot is Kiwi." is spoken "Your parrot …"
 
     def _spoken(self, sentence: str) -> str:
-        return clean_for_speech(reattributed(sentence, self.user_facts))
+        return clean_for_speech(in_voice(sentence, self.user_facts))
 
     def feed(self, text: str) -> list[str]:
         self.raw += text
@@ -223,7 +223,7 @@ class Turn:
     def _on_item(self, mode: str, payload: Any) -> Iterator[TurnEvent]:
         if mode == "values":
             self.state = payload
-            self._speech.user_facts = list(payload.get("user_facts") or [])
+            self._speech.user_facts = answer_facts(payload)
             return
         chunk, meta = payload
         if isinstance(chunk, AIMessageChunk) and meta.get("langgraph_node") == MODEL_NODE:

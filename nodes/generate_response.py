@@ -20,7 +20,6 @@ from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, R
 from llm.capabilities import LocalModel
 from llm.errors import EmptyGenerationError, GenerationCancelledError, LLMError
 from nodes.act import COMMAND_INTENT, ActionTaker, can_call_tools
-from nodes.facts import reattributed
 from nodes.failures import INTERNAL_ERROR, failure_reason
 from nodes.guards import (
     MIN_RETRY_SECONDS,
@@ -37,6 +36,7 @@ from nodes.guards import (
 from nodes.pattern_responder import limit_answer, pattern_response, persona_answer
 from nodes.robot_tools import call_schemas, robot_tool_schemas
 from nodes.speech import has_control_markup
+from nodes.voice import answer_facts, in_voice
 from prompts.persona import persona_facts
 from prompts.templates import build_prompt, facts_messages, select_history, turn_guidance
 
@@ -323,7 +323,7 @@ class ResponseGenerator:
             "intent": intent,
             "degraded_reason": self.degraded_reason,
             "tools": tools,
-            "user_facts": list(state.get("user_facts") or []),
+            "user_facts": answer_facts(state),
         }
 
     def next_turn_prefix(self, messages: list[BaseMessage], user_facts: list[str] | None = None) -> list[BaseMessage]:
@@ -365,7 +365,7 @@ class ResponseGenerator:
             )
         text: str = str(message.text)
         if source == "llm":  # the small models mirror "my parrot": the person's facts go back to them
-            text = reattributed(text, list(inputs.get("user_facts") or []))
+            text = in_voice(text, list(inputs.get("user_facts") or []))
         return {
             "response_text": text,
             "response_source": source,

@@ -1,0 +1,36 @@
+"""NAILA's voice in the model's words (nodes/voice.py): whose facts, and no generic assistant greeting."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodes.voice import answer_facts, in_voice
+
+FACTS = ["The person's name is Marta.", "The person has a parrot called Kiwi."]
+
+
+@pytest.mark.parametrize(
+    ("answer", "spoken"),
+    [
+        ("My parrot is Kiwi.", "Your parrot is Kiwi."),
+        ("Hi! I'm Marta, nice to meet you.", "Hi! You're Marta, nice to meet you."),
+        ("I am Marta.", "You're Marta."),
+        ("Hello! How can I assist you today?", "Hello! What shall we do today?"),
+        ("how may I assist you?", "What shall we do today?"),
+        # unchanged: NAILA's own name, other names, a parrot that is NAILA's own, help without "assist"
+        ("I'm NAILA, your desk robot.", "I'm NAILA, your desk robot."),
+        ("I'm Martina's friend.", "I'm Martina's friend."),
+        ("My favourite bird is the robin.", "My favourite bird is the robin."),
+        ("How can I help?", "How can I help?"),
+    ],
+)
+def test_the_answer_is_spoken_in_naila_voice(answer: str, spoken: str) -> None:
+    assert in_voice(answer, FACTS) == spoken
+
+
+def test_facts_the_message_states_count_before_they_are_stored() -> None:
+    """The first turn: "Hi, I'm Marta" is stored only after the answer, but the answer may already mirror it."""
+    facts = answer_facts({"text": "Hi, I'm Marta!", "user_facts": ["The person has a parrot called Kiwi."]})
+    assert facts == ["The person has a parrot called Kiwi.", "The person's name is Marta."]
+    assert in_voice("Hello! I'm Marta.", facts) == "Hello! You're Marta."
+    assert answer_facts({}) == []
