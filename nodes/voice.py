@@ -1,8 +1,9 @@
 """NAILA's voice in the model's words: deterministic touches the small models need, applied alike to every
 streamed sentence and to the stored answer (each works within a sentence, so both give the same text).
 
-- Whose facts: "My parrot is Kiwi." → "Your parrot is Kiwi." and "I'm Marta" → "You're Marta" when Kiwi and
-  Marta are the person's (:func:`nodes.facts.reattributed`); the facts are those stored for the device and
+- Whose facts: "My parrot is Kiwi." → "Your parrot is Kiwi.", "I'm Marta" → "You're Marta", "I am a
+  teacher" → "You're a teacher", "my favourite food is ramen" → "your favourite food is ramen" when those are
+  the person's (:func:`nodes.facts.reattributed` for names); the facts are those stored for the device and
   those the person states in this very message.
 - The generic assistant's "How can I assist you today?" (Qwen's default greeting) becomes NAILA's
   "What shall we do today?".
@@ -17,6 +18,8 @@ from nodes.facts import extract_facts, reattributed
 
 _ASSIST = re.compile(r"\b(?:How|how) (?:can|may) I (?:assist|be of assistance to) you(?: today| now)?\s*\?")
 _NAME = re.compile(r"^The person's name is (?P<name>[^.]+)\.$")
+_JOB = re.compile(r"^The person works as (?P<article>an?) (?P<job>[^.]+)\.$")
+_FAVOURITE = re.compile(r"^The person's favourite (?P<what>[^.]+?) is (?P<value>[^.]+)\.$")
 
 
 def answer_facts(state: dict[str, Any]) -> list[str]:
@@ -33,5 +36,24 @@ def in_voice(text: str, facts: list[str]) -> str:
     for sentence in facts:
         if match := _NAME.match(sentence):
             name = re.escape(match["name"])
-            out = re.sub(rf"\bI(?:'m| am|’m) (?={name}\b)", "You're ", out)
+            out = _to_you(rf"\bI(?:'m| am|’m) (?={name}\b)", "you're ", out)
+        elif match := _JOB.match(sentence):
+            job = rf"{match['article']} {re.escape(match['job'])}\b"
+            out = _to_you(rf"\bI(?:'m| am|’m) (?={job})", "you're ", out)
+            out = _to_you(rf"\bI work as (?={job})", "you work as ", out)
+        elif match := _FAVOURITE.match(sentence):
+            what, value = re.escape(match["what"]), re.escape(match["value"])
+            out = re.sub(
+                rf"\b([Mm])y (?=favou?rite {what} is {value}\b)", lambda m: "Your " if m[1] == "M" else "your ", out
+            )
     return out
+
+
+def _to_you(pattern: str, words: str, text: str) -> str:
+    """``pattern`` replaced by ``words``, capitalised where a sentence starts."""
+
+    def replace(match: re.Match[str]) -> str:
+        before = text[: match.start()].rstrip()
+        return words[0].upper() + words[1:] if not before or before[-1] in ".!?" else words
+
+    return re.sub(pattern, replace, text)

@@ -6,7 +6,12 @@ import pytest
 
 from nodes.voice import answer_facts, in_voice
 
-FACTS = ["The person's name is Marta.", "The person has a parrot called Kiwi."]
+FACTS = [
+    "The person's name is Marta.",
+    "The person has a parrot called Kiwi.",
+    "The person works as a teacher.",
+    "The person's favourite food is ramen.",
+]
 
 
 @pytest.mark.parametrize(
@@ -15,8 +20,14 @@ FACTS = ["The person's name is Marta.", "The person has a parrot called Kiwi."]
         ("My parrot is Kiwi.", "Your parrot is Kiwi."),
         ("Hi! I'm Marta, nice to meet you.", "Hi! You're Marta, nice to meet you."),
         ("I am Marta.", "You're Marta."),
+        ("Hello Marta! Oh, I'm Marta too.", "Hello Marta! Oh, you're Marta too."),
         ("Hello! How can I assist you today?", "Hello! What shall we do today?"),
         ("how may I assist you?", "What shall we do today?"),
+        ("I am a teacher, and I love it.", "You're a teacher, and I love it."),
+        ("Oh nice, I work as a teacher too!", "Oh nice, you work as a teacher too!"),
+        ("So my favourite food is ramen.", "So your favourite food is ramen."),
+        ("I'm a robot, not a teacher.", "I'm a robot, not a teacher."),
+        ("My favourite food is sunshine.", "My favourite food is sunshine."),
         # unchanged: NAILA's own name, other names, a parrot that is NAILA's own, help without "assist"
         ("I'm NAILA, your desk robot.", "I'm NAILA, your desk robot."),
         ("I'm Martina's friend.", "I'm Martina's friend."),
