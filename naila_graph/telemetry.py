@@ -203,6 +203,8 @@ def metrics_payload(
         "fallback_reason": state.get("fallback_reason"),
         "finish_reason": state.get("finish_reason"),
         "intent": state.get("intent"),
+        "guards": list(m.get("guards") or []),  # answer guards that fired (nodes/guards.py)
+        "actions": list(state.get("actions") or []),  # robot actions taken (nodes/act.py)
         "total_time_ms": round((time.monotonic() - request.received) * 1000, 1),
         "queue_time_ms": round((started - request.received) * 1000, 1),
         "device_id": request.device_id,

@@ -29,3 +29,24 @@ def test_a_memory_outage_makes_the_server_degraded_until_the_database_answers(tm
     assert health["memory_service"]["last_error"] == "connection refused"
     server.memory_health.record_ok()
     assert server.health_payload()["system"]["status"] == "healthy"
+
+
+def test_the_metrics_of_a_turn_say_which_guards_fired_and_which_actions_were_taken() -> None:
+    import time
+
+    from naila_graph.telemetry import ModelStatus, metrics_payload
+    from naila_graph.turn import TurnRequest
+
+    request = TurnRequest(text="hi", device_id="desk_1", thread_id="desk_1", task_id="t-1")
+    state = {
+        "response_source": "llm",
+        "actions": ["head pan=-30 tilt=0 speed=0.5"],
+        "metrics": {"guards": ["identity"], "output_tokens": 7},
+    }
+    payload = metrics_payload(request, state, ModelStatus(status="loaded"), started=time.monotonic(), timeline_ms={})
+    assert payload["guards"] == ["identity"] and payload["actions"] == ["head pan=-30 tilt=0 speed=0.5"]
+    assert payload["tokens_generated"] == 7
+    quiet = metrics_payload(
+        request, {"response_source": "action"}, ModelStatus(), started=time.monotonic(), timeline_ms={}
+    )
+    assert quiet["guards"] == [] and quiet["actions"] == []
