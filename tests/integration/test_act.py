@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
+from langchain_core.messages import AIMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from pydantic import Field
 
 from llm import ChatLlamaCpp
 from naila_graph import protocol as p
@@ -27,25 +25,9 @@ from nodes.act import ActionTaker, likely_tool, named_tools
 from nodes.generate_response import ResponseGenerator
 from nodes.robot_tools import MAX_REPAIR_ROUNDS, UNABLE_TEXT
 from tests.support.mqtt import robot
+from tests.support.scripted import Scripted, call_message
 
-
-class Scripted(GenericFakeChatModel):
-    """Replies from a script; records the messages of every call; bind_tools is accepted (and recorded)."""
-
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-    bound: list[dict[str, Any]] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        self.bound.append({"tools": tools, "tool_choice": tool_choice})
-        return self
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self.seen.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
-
-
-def _call(name: str, call_id: str, **args: Any) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+_call = call_message
 
 
 def _scripted(*replies: AIMessage) -> Scripted:

@@ -9,16 +9,13 @@ rendering, token counts and prompt states go through the real llama.cpp with the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langgraph.checkpoint.memory import InMemorySaver
-from pydantic import Field
 
 from llm import ChatLlamaCpp
 from naila_graph.graph import build_graph, turn_config, turn_input
@@ -26,27 +23,12 @@ from naila_graph.settings import NailaSettings
 from nodes.finalize import forget_oldest
 from nodes.generate_response import ResponseGenerator, tools_in_prompt
 from nodes.robot_tools import MAX_REPAIR_ROUNDS, UNABLE_TEXT, robot_tool_schemas, tool_turn
+from tests.support.scripted import Scripted, call_message
 
 CLOCK = datetime(2026, 6, 15, 10, 30)
 
 
-class Scripted(GenericFakeChatModel):
-    """Replies from a script; records every call's messages and every bind_tools."""
-
-    seen: list[list[BaseMessage]] = Field(default_factory=list)
-    bound: list[dict[str, Any]] = Field(default_factory=list)
-
-    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
-        self.bound.append({"tools": tools, "tool_choice": tool_choice})
-        return self
-
-    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Any:
-        self.seen.append(list(messages))
-        return super()._generate(messages, *args, **kwargs)
-
-
-def _call(name: str, call_id: str, **args: Any) -> AIMessage:
-    return AIMessage("", tool_calls=[{"name": name, "args": args, "id": call_id, "type": "tool_call"}])
+_call = call_message
 
 
 def _graph(model: Any, robot_tools: str) -> Any:
