@@ -204,26 +204,20 @@ async def open_async_checkpointer(
 
 # Keeping only a thread's newest checkpoint. NAILA never travels back in time: a turn reads the latest state
 # and writes one new checkpoint (durability="exit"), and each checkpoint holds the whole conversation, so
-# older ones are dead weight that grows with every turn. LangGraph's savers have no prune of their own
-# (BaseCheckpointSaver.prune is not implemented by the SQLite and Postgres savers), hence these statements,
-# written against the savers' own schemas. Only checkpoints older than the newest are touched, so a turn
-# that writes meanwhile is never affected.
+# older ones are dead weight that grows with every turn. Postgres: langgraph-checkpoint-postgres's own
+# ``prune(thread_ids, strategy="keep_latest")``, which prunes a thread in one transaction on one snapshot, so
+# a turn of the same device that another replica is storing meanwhile is neither seen nor deleted (the
+# hand-written DELETEs this replaces could remove the blobs of such a turn). SQLite (one process, the saver's
+# lock held): these statements, written against the saver's schema; only checkpoints older than the newest
+# are touched.
 _SQLITE_PRUNE = (
     "DELETE FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = '' AND checkpoint_id <"
     " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = '')",
     "DELETE FROM writes WHERE thread_id = ?1 AND checkpoint_ns = '' AND checkpoint_id <"
     " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = ?1 AND checkpoint_ns = '')",
 )
-_POSTGRES_PRUNE = (
-    "DELETE FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '' AND checkpoint_id <"
-    " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '')",
-    "DELETE FROM checkpoint_writes WHERE thread_id = %(t)s AND checkpoint_ns = '' AND checkpoint_id <"
-    " (SELECT MAX(checkpoint_id) FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '')",
-    # channel values live in blobs keyed by version; keep those the remaining checkpoints point to
-    "DELETE FROM checkpoint_blobs b WHERE b.thread_id = %(t)s AND b.checkpoint_ns = '' AND NOT EXISTS"
-    " (SELECT 1 FROM checkpoints c WHERE c.thread_id = b.thread_id AND c.checkpoint_ns = b.checkpoint_ns"
-    " AND c.checkpoint -> 'channel_versions' ->> b.channel = b.version)",
-)
+_POSTGRES_COUNT = "SELECT count(*) AS n FROM checkpoints WHERE thread_id = %s"
+PRUNE_ATTEMPTS = 3  # the library's prune fails when another transaction changes the thread meanwhile: retried
 
 
 def _is_a(saver: BaseCheckpointSaver, class_name: str) -> bool:
@@ -231,8 +225,18 @@ def _is_a(saver: BaseCheckpointSaver, class_name: str) -> bool:
     return any(cls.__name__ == class_name for cls in type(saver).__mro__)
 
 
+def _prune_conflict(exc: Exception) -> bool:
+    """A prune that lost to another transaction on the same thread (retrying is safe)."""
+    return type(exc).__name__ in ("SerializationFailure", "DeadlockDetected")
+
+
+def _count(row: Any) -> int:
+    return int(row["n"] if isinstance(row, dict) else row[0]) if row is not None else 0
+
+
 def prune_thread(saver: BaseCheckpointSaver, thread_id: str) -> int:
-    """Drop every checkpoint of ``thread_id`` but the newest; returns the rows removed (0 for other savers)."""
+    """Drop every checkpoint of ``thread_id`` but the newest; returns the checkpoints (SQLite: rows) removed
+    (0 for other savers)."""
     from langgraph.checkpoint.sqlite import SqliteSaver
 
     if isinstance(saver, SqliteSaver):
@@ -242,11 +246,16 @@ def prune_thread(saver: BaseCheckpointSaver, thread_id: str) -> int:
         return removed
     if _is_a(saver, "PostgresSaver"):
         with saver._cursor() as cur:  # type: ignore[attr-defined]
-            removed = 0
-            for sql in _POSTGRES_PRUNE:
-                cur.execute(sql, {"t": thread_id})
-                removed += max(cur.rowcount, 0)
-        return removed
+            before = _count(cur.execute(_POSTGRES_COUNT, (thread_id,)).fetchone())
+        for attempt in range(1, PRUNE_ATTEMPTS + 1):
+            try:
+                saver.prune([thread_id], strategy="keep_latest")
+                break
+            except Exception as exc:
+                if not _prune_conflict(exc) or attempt == PRUNE_ATTEMPTS:
+                    raise
+        with saver._cursor() as cur:  # type: ignore[attr-defined]
+            return before - _count(cur.execute(_POSTGRES_COUNT, (thread_id,)).fetchone())
     return 0
 
 
@@ -264,11 +273,18 @@ async def aprune_thread(saver: BaseCheckpointSaver, thread_id: str) -> int:
         return removed
     if _is_a(saver, "AsyncPostgresSaver"):
         async with saver._cursor() as cur:  # type: ignore[attr-defined]
-            removed = 0
-            for sql in _POSTGRES_PRUNE:
-                await cur.execute(sql, {"t": thread_id})
-                removed += max(cur.rowcount, 0)
-        return removed
+            await cur.execute(_POSTGRES_COUNT, (thread_id,))
+            before = _count(await cur.fetchone())
+        for attempt in range(1, PRUNE_ATTEMPTS + 1):
+            try:
+                await saver.aprune([thread_id], strategy="keep_latest")
+                break
+            except Exception as exc:
+                if not _prune_conflict(exc) or attempt == PRUNE_ATTEMPTS:
+                    raise
+        async with saver._cursor() as cur:  # type: ignore[attr-defined]
+            await cur.execute(_POSTGRES_COUNT, (thread_id,))
+            return before - _count(await cur.fetchone())
     return 0
 
 

@@ -196,6 +196,30 @@ class ResilientAsyncPostgresSaver(AsyncPostgresSaver):
             self.health.record_ok()
 
 
+SETUP_LOCK = 7_362_000  # advisory lock held while the tables are created or migrated
+SETUP_POLL_SECONDS = 0.05
+
+
+@asynccontextmanager
+async def setup_lock(url: str) -> AsyncIterator[None]:
+    """Held while a saver or store creates its tables: the savers' migrations are not safe to run from two
+    processes at once (replicas starting together: duplicate key in ``checkpoint_migrations``)."""
+    async with await psycopg.AsyncConnection.connect(
+        url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+    ) as conn:
+        # Tried, not waited for in pg_advisory_lock: a waiting statement is an open transaction, which the
+        # store's CREATE INDEX CONCURRENTLY in the holder's migration would wait for in turn (a deadlock).
+        while True:
+            row = await (await conn.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK,))).fetchone()
+            if row is not None and row[0]:
+                break
+            await asyncio.sleep(SETUP_POLL_SECONDS)
+        try:
+            yield
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+
+
 @contextmanager
 def open_postgres(url: str, retry: RetryPolicy) -> Iterator[PostgresSaver]:
     """A synchronous saver over a checked pool, once the database answers (for the CLI)."""
@@ -212,5 +236,6 @@ async def aopen_postgres(url: str, health: MemoryHealth, retry: RetryPolicy) -> 
     await await_postgres(url, retry)
     async with AsyncConnectionPool(**_pool_options(url), check=AsyncConnectionPool.check_connection) as pool:
         saver = ResilientAsyncPostgresSaver(pool, Retrying(url, health, retry))
-        await saver.setup()
+        async with setup_lock(url):
+            await saver.setup()
         yield saver

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -38,6 +39,11 @@ CONNECT_TIMEOUT_SECONDS = 10
 DISCONNECT_TIMEOUT_SECONDS = 5.0
 
 
+class MessageNotTaken(aiomqtt.MqttError):
+    """Raised by ``on_message`` for a message it could not take charge of: the message is not acknowledged
+    and the connection is dropped and made again, so the persistent session delivers it once more."""
+
+
 class LinkCounters:
     messages_in = 0
     messages_out = 0
@@ -47,9 +53,10 @@ class LinkCounters:
 class MqttLink:
     """A connection to the broker that comes back by itself.
 
-    ``on_message(topic, payload, redelivered)`` gets each message; ``redelivered`` is the broker's DUP flag
-    (it sent this message before and got no acknowledgement). ``manual_ack``: acknowledge a message only
-    once ``on_message`` has returned for it (see the module's docstring).
+    ``on_message(topic, payload, redelivered)`` gets each message (a coroutine function is awaited before the
+    next message); ``redelivered`` is the broker's DUP flag (it sent this message before and got no
+    acknowledgement); raising :class:`MessageNotTaken` leaves the message unacknowledged. ``manual_ack``:
+    acknowledge a message only once ``on_message`` has returned for it (see the module's docstring).
     ``online``/``will``: (topic, payload) published retained on every connect / left with the broker for
     an unexpected disconnect. ``counters`` (an object with ``messages_in``, ``messages_out``, ``errors``)
     is updated as messages come and go.
@@ -59,7 +66,7 @@ class MqttLink:
         self,
         settings: MQTTSettings,
         topics: Sequence[str],
-        on_message: Callable[[str, bytes, bool], None],
+        on_message: Callable[[str, bytes, bool], Awaitable[None] | None],
         *,
         online: tuple[str, dict[str, Any]] | None = None,
         will: tuple[str, dict[str, Any]] | None = None,
@@ -239,7 +246,11 @@ class MqttLink:
             again = message.mid in redelivered
             redelivered.discard(message.mid)
             try:
-                self.on_message(str(message.topic), bytes(payload), again)
+                handled = self.on_message(str(message.topic), bytes(payload), again)
+                if inspect.isawaitable(handled):  # an async handler: acknowledged once it has finished
+                    await handled
+            except MessageNotTaken:
+                raise
             except Exception:  # never let one message stop the reader
                 self.counters.errors += 1
                 logger.exception("unexpected error handling a message on %s", message.topic)

@@ -61,7 +61,7 @@ class TurnPublisher:
                 server.publish(self.topic, self._stream(tail, final=True, replaced=replaced)),
                 server.publish(p.RESPONSE_TOPIC, p.response_payload(request, event.state)),
             )
-            server.mark_answered(request.device_id)
+            server.mark_answered(request.device_id, event.text)
         elif isinstance(event, Metrics):
             await self._metrics(event)
         elif isinstance(event, Cancelled):

@@ -6,6 +6,9 @@ reverse order. A request goes: MQTT link → :meth:`_on_message` (parse, write t
 admit; only then is it acknowledged to the broker) → the fair scheduler → a worker → the turn layer
 (:mod:`naila_graph.turn`) → its events → topics on the link; its final answer or refusal settles its inbox
 row. Rows a crash left unsettled are answered first on the next start (:mod:`naila_graph.inbox`).
+
+With ``NAILA_QUEUE_URL`` the server is one of several replicas (:mod:`naila_graph.replicas`): requests come
+from a Postgres queue that the ingest leader fills, instead of its own subscription, inbox and scheduler.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
@@ -35,6 +38,9 @@ from naila_graph.settings import MQTTSettings, NailaSettings
 from naila_graph.telemetry import ModelStatus, ServerStats
 from naila_graph.turn import TurnRequest, TurnRunner, consume
 from naila_graph.user_facts import UserFacts, open_async_store
+
+if TYPE_CHECKING:
+    from naila_graph.replicas import Replica
 
 logger = logging.getLogger("naila.server")
 
@@ -79,6 +85,7 @@ class NailaServer:
         self.startup_phases: dict[str, float] = {}
         self.link: MqttLink | None = None
         self.inbox: Inbox | None = None
+        self.replica: Replica | None = None  # with NAILA_QUEUE_URL: this replica's part in the set
         self.turns: TurnRunner | None = None
         self._stack = contextlib.AsyncExitStack()
         self._scheduler = FairScheduler(self.settings.queue_limit, self.settings.queue_per_device)
@@ -158,16 +165,30 @@ class NailaServer:
             )
             self.turns = TurnRunner(graph, saver=saver, generator=generator, busy=self._busy, stats=self.stats)
             stack.push_async_callback(self.turns.aclose)
-        async with self._phase("open the request inbox"):
-            self.inbox = stack.enter_context(Inbox(inbox_path(self.settings.data_dir, self.mqtt.client_id)))
+        replicated = self.settings.queue_url is not None
+        async with self._phase("open the request queue" if replicated else "open the request inbox"):
+            if self.settings.queue_url is not None:  # the ingest leader subscribes to requests, not this link
+                try:
+                    from naila_graph.replicas import Replica
+                except ImportError as exc:
+                    raise RuntimeError(
+                        f"NAILA_QUEUE_URL needs the Postgres extra ({exc}): pip install 'naila-graph[postgres]'"
+                    ) from None
+                replica = Replica(self, self.settings.queue_url, self.settings.replica_id)
+                self.replica = await stack.enter_async_context(replica)
+            else:
+                self.inbox = stack.enter_context(Inbox(inbox_path(self.settings.data_dir, self.mqtt.client_id)))
         async with self._phase("connect MQTT and subscribe"):
+            # with replicas, the ingest leader's link says whether NAILA is online
+            online = (p.STATUS_TOPIC, telemetry.status_payload("online", self.mqtt.client_id))
+            offline = (p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id))
             self.link = await stack.enter_async_context(
                 MqttLink(
                     self.mqtt,
-                    p.INPUT_TOPICS,
+                    (p.CANCEL_TOPIC,) if replicated else p.INPUT_TOPICS,
                     self._on_message,
-                    online=(p.STATUS_TOPIC, telemetry.status_payload("online", self.mqtt.client_id)),
-                    will=(p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id)),
+                    online=None if replicated else online,
+                    will=None if replicated else offline,
                     tls_context=tls_context,
                     counters=self.stats,
                     manual_ack=True,
@@ -178,7 +199,10 @@ class NailaServer:
             await self._wait_connected(self.link)
         async with self._phase("start health monitor"):
             await stack.enter_async_context(self._health_monitor())
-            await stack.enter_async_context(self._workers_running())
+            if self.replica is not None:
+                await stack.enter_async_context(self.replica.running(self._workers_count))
+            else:
+                await stack.enter_async_context(self._workers_running())
         await self.publish(p.STARTUP_TOPIC, telemetry.startup_payload(self.model, self.startup_phases))
         # Online first, then the persona: a robot waiting for a restarted server is not kept waiting for it.
         self._spawn(self._prime())
@@ -274,7 +298,10 @@ class NailaServer:
     async def _announce_shutdown(self) -> None:
         if self.connected:
             await self.publish(p.SHUTDOWN_TOPIC, telemetry.shutdown_payload(self._stop_reason, self.stats))
-            await self.publish(p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id), retain=True)
+            if self.replica is None:  # a replica's status is the ingest leader's (naila_graph.replicas)
+                await self.publish(
+                    p.STATUS_TOPIC, telemetry.status_payload("offline", self.mqtt.client_id), retain=True
+                )
 
     def request_stop(self, reason: str = "stopped") -> None:
         """Ask the server to shut down (signal handlers call this)."""
@@ -297,14 +324,17 @@ class NailaServer:
         logger.info("shutdown complete after %.1f s of uptime", self.stats.uptime_seconds)
 
     def health_payload(self) -> dict[str, Any]:
-        return telemetry.health_payload(
+        payload = telemetry.health_payload(
             self.stats,
             self.model,
             memory=self.memory_health.as_dict(),
             connected=self.connected,
-            queue_depth=self._scheduler.depth,
+            queue_depth=self._scheduler.depth if self.replica is None else self.replica.queue_depth,
             in_progress=len(self._running),
         )
+        if self.replica is not None:
+            payload["replica"] = self.replica.health()
+        return payload
 
     # ------------------------------------------------------------------ publishing
 
@@ -489,6 +519,8 @@ class NailaServer:
 
     def _on_cancel(self, cancel: p.CancelRequest) -> None:
         waiting = self._scheduler.remove(cancel.device_id, cancel.task_id)
+        if self.replica is not None:  # a request still in the shared queue: whichever replica gets there first
+            self._spawn(self.replica.cancel_waiting(cancel))
         for request in waiting:
             self._spawn(self._publish_cancelled_unstarted(request))
         running = self._running.get(cancel.device_id)
@@ -534,11 +566,14 @@ class NailaServer:
 
     # ------------------------------------------------------------------ workers
 
-    def mark_answered(self, device_id: str) -> None:
-        """The device's final answer is out: a cancel now only stops storing the turn."""
+    def mark_answered(self, device_id: str, text: str | None = None) -> None:
+        """The device's final answer (``text``) is out: a cancel now only stops storing the turn."""
         if (running := self._running.get(device_id)) is not None:
             running.answered = True
-            self._settle(running.request.inbox_id)
+            if self.replica is not None:  # the queue row says so: a replica taking it over does not answer again
+                self.replica.answered(running.request.inbox_id, text)
+            else:
+                self._settle(running.request.inbox_id)
 
     def cancel_reason(self, device_id: str) -> str | None:
         running = self._running.get(device_id)
@@ -549,14 +584,20 @@ class NailaServer:
             request = await self._scheduler.next()
             if request is None:
                 return
-            task = asyncio.create_task(self._answer(request), name=f"answer {request.task_id}")
-            self._running[request.device_id] = _Running(request, task)
             try:
-                await asyncio.wait({task})  # not `await task`: a cancelled answer must not stop the worker
+                await self.serve_request(request)
             finally:
-                self._running.pop(request.device_id, None)
                 self._scheduler.done(request.device_id)
                 self._settle(request.inbox_id)  # answered, failed with an error reply, or cancelled
+
+    async def serve_request(self, request: p.Request) -> None:
+        """Answer ``request`` (a cancel or the shutdown may stop it); returns when it is over."""
+        task = asyncio.create_task(self._answer(request), name=f"answer {request.task_id}")
+        self._running[request.device_id] = _Running(request, task)
+        try:
+            await asyncio.wait({task})  # not `await task`: a cancelled answer must not stop the worker
+        finally:
+            self._running.pop(request.device_id, None)
 
     async def _answer(self, request: p.Request) -> None:
         """One turn: the turn layer's events mapped to the device's topics."""

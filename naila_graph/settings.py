@@ -50,12 +50,17 @@ class NailaSettings(BaseSettings):
     queue_per_device: int = Field(default=8, ge=1, le=100_000, description="waiting requests per device (1..100000)")
     shutdown_grace_seconds: float = Field(default=5.0, ge=0, le=3600)
     stale_request_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    queue_url: str | None = Field(
+        default=None,
+        description="unset: in-process queue; postgresql://...: a request queue shared by several replicas",
+    )
+    replica_id: str | None = Field(default=None, max_length=128, description="this replica's name; unset: host-pid")
     robot_tools: Literal["auto", "commands", "off"] = Field(
         default="commands",
         description="auto: the model may call the robot tools in any turn; commands: only clear commands act; off",
     )
 
-    @field_validator("timezone", "memory_url", mode="before")
+    @field_validator("timezone", "memory_url", "queue_url", "replica_id", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -80,6 +85,25 @@ class NailaSettings(BaseSettings):
             raise ValueError(f"must start with sqlite:/// or postgresql:// (got {mask_secrets(repr(value))})")
         return value
 
+    @field_validator("queue_url")
+    @classmethod
+    def _postgres_queue(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"must start with postgresql:// (got {mask_secrets(repr(value))})")
+        return "postgresql://" + value.removeprefix("postgres://") if value.startswith("postgres://") else value
+
+    @model_validator(mode="after")
+    def _replicas_share_memory(self) -> NailaSettings:
+        if self.queue_url and self.memory_url and self.memory_url.startswith("sqlite:"):
+            raise ValueError(
+                "NAILA_QUEUE_URL is set (several replicas) but NAILA_MEMORY_URL is a SQLite file, which each"
+                " replica would keep apart: set NAILA_MEMORY_URL=postgresql://... (or unset it to keep the"
+                " memory in the queue's database)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _memory_holds_the_prompt(self) -> NailaSettings:
         if self.memory_max_turns < self.max_turns:
@@ -93,7 +117,7 @@ class NailaSettings(BaseSettings):
         return ZoneInfo(self.timezone) if self.timezone else None
 
     def resolved_memory_url(self) -> str:
-        return self.memory_url or f"sqlite:///{self.data_dir / 'memory.sqlite'}"
+        return self.memory_url or self.queue_url or f"sqlite:///{self.data_dir / 'memory.sqlite'}"
 
     @property
     def prompt_states_dir(self) -> Path:

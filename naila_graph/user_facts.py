@@ -368,8 +368,11 @@ async def open_async_store(url: str) -> AsyncIterator[BaseStore]:
             "kwargs": {"connect_timeout": 5},
             "check": AsyncConnectionPool.check_connection,
         }
+        from naila_graph.memory_postgres import setup_lock
+
         async with AsyncPostgresStore.from_conn_string(_postgres_url(url), pool_config=pool) as pg_store:  # type: ignore[arg-type]
-            await pg_store.setup()
+            async with setup_lock(_postgres_url(url)):  # replicas starting together migrate one at a time
+                await pg_store.setup()
             yield pg_store
     else:
         raise MemoryConfigError(f"{SETTING} must be sqlite:///path or postgresql://…, got {url!r}")

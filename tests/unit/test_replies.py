@@ -26,7 +26,7 @@ class _Link:
         self.sent.append((topic, payload))
         return True
 
-    def mark_answered(self, device_id: str) -> None:
+    def mark_answered(self, device_id: str, text: str | None = None) -> None:
         self.answered.append(device_id)
 
 
