@@ -6,14 +6,17 @@ row goes ``waiting`` → ``running`` (claimed by one replica) → ``done`` or ``
 with no older row still waiting or running, so each device's requests are answered one at a time in the
 order they arrived, while different devices run on every replica at once.
 
-Why not a job-queue library: procrastinate (the Postgres job queue the issue names) orders jobs sharing a
-``lock`` the same way, but (1) its de-duplication (``queueing_lock``) holds only while a job waits, so the
-same task id arriving while the first copy runs or after it finished is queued again, and a unique key of our
-own is needed anyway; (2) a job of a dead worker stays ``doing`` until the application itself finds it with
-``get_stalled_jobs`` after heartbeats are missed (a time threshold: too short and a busy replica loses its
-answer to another one, too long and reclaim takes longer than 2 s) and retries it; (3) "this answer is
-already out" and "cancel this waiting request of that device and tell it" need columns of our own. What is
-left of the library is one ``SELECT … FOR UPDATE SKIP LOCKED``, so the claim is written here.
+Why not a job-queue library: procrastinate 3.10 (the Postgres job queue the issue names; read and tried
+here) orders jobs sharing a ``lock`` the same way, but (1) its de-duplication, ``queueing_lock``, is a unique
+index ``WHERE status = 'todo'``: the same task id arriving while the first copy runs or after it finished is
+queued again, so a unique key of our own is needed anyway; (2) a job of a dead worker stays ``doing`` (and
+holds its lock, so the device waits) until the application itself calls ``get_stalled_jobs`` and retries it,
+and "stalled" means a worker heartbeat older than a time threshold (defaults: heartbeat every 10 s, 30 s):
+for a take-over within 2 s that threshold must be ~1.5 s, and a living replica whose event loop is held up
+that long (a model load, a busy CPU) would lose its request to another and the device would hear two
+answers; (3) "this answer is already out" and "cancel the waiting request of that device and say so" need
+columns of our own. What would be left of the library is one ``SELECT … FOR UPDATE SKIP LOCKED``, so the
+claim is written here, and liveness comes from PostgreSQL itself instead of a heartbeat threshold.
 
 A claimed row names its replica's *control connection* (its backend pid and start time). A row whose control
 connection no longer exists in ``pg_stat_activity`` belongs to a dead replica and is claimed again by the

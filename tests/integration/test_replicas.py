@@ -205,8 +205,10 @@ async def test_the_same_task_id_twice_is_answered_once_and_a_stale_request_is_re
     assert len(bot.on(p.RESPONSE_TOPIC, "twice")) == 1
     assert duplicates == 1
     assert error["error"] == "stale_request"
-    outcomes = {r["task_id"]: r["outcome"] for r in _queue_rows(queue_url)}
-    assert outcomes == {"twice": "answered", "old": "stale"}
+    rows = {r["task_id"]: r for r in _queue_rows(queue_url)}
+    assert {task: row["outcome"] for task, row in rows.items()} == {"twice": "answered", "old": "stale"}
+    waited = rows["twice"]["claimed_at"] - rows["twice"]["received_at"]
+    assert waited < 0.2, f"an idle replica took {waited:.3f} s to claim a stored request"  # NOTIFY wakes it
 
 
 async def test_barge_in_reaches_the_replica_running_the_request_and_a_queued_one_is_cancelled(
@@ -381,9 +383,10 @@ async def test_kill_9_of_the_ingest_leader_while_robots_publish_hands_ingest_ove
             for i in range(3):
                 await _publish_round(bot, sent, i)
             await bot.wait_for(lambda: len(_finals(bot)) >= 10, 90, "the first answers")
+            await _publish_round(bot, sent, 3)  # the leader is taking these in while it dies
             killed_at = time.time()
             procs[leader].kill()  # publishing goes on: these wait in the ingest session for the next leader
-            for i in range(3, 10):
+            for i in range(4, 10):
                 await _publish_round(bot, sent, i)
                 await asyncio.sleep(0.1)
             procs[leader].wait(timeout=10)
