@@ -249,10 +249,15 @@ class QueueDatabase:
         return int(row["n"]) if row else 0
 
     async def prune(self) -> int:
-        """Forget finished rows older than :data:`REMEMBER_SECONDS`."""
+        """Forget finished rows older than :data:`REMEMBER_SECONDS`, and replicas whose control connection is
+        gone (killed ones leave their row behind)."""
         cur = await self.conn.execute(
             "DELETE FROM naila_requests WHERE status IN ('done', 'cancelled') AND finished_at < %s",
             (time.time() - REMEMBER_SECONDS,),
+        )
+        await self.conn.execute(
+            "DELETE FROM naila_replicas r WHERE NOT EXISTS"
+            " (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.pid AND a.backend_start = r.backend_start)"
         )
         return max(cur.rowcount, 0)
 
@@ -293,6 +298,15 @@ class QueueDatabase:
             "UPDATE naila_requests SET status = 'done', finished_at = %s, outcome = %s"
             " WHERE id = %s AND status = 'running' AND claimed_by = %s",
             (time.time(), outcome, row_id, self.replica_id),
+        )
+        await self.conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+
+    async def release(self, row_id: int) -> None:
+        """Give a claimed request back (this replica stops before it started it): the next claim takes it."""
+        await self.conn.execute(
+            "UPDATE naila_requests SET status = 'waiting', claimed_by = NULL, claimer_pid = NULL,"
+            " claimer_since = NULL, claims = claims - 1 WHERE id = %s AND status = 'running' AND claimed_by = %s",
+            (row_id, self.replica_id),
         )
         await self.conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
 

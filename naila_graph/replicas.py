@@ -331,7 +331,9 @@ class Replica:
             claimed = await self._next()
             if claimed is None:
                 return
-            if self._stopping:  # claimed during shutdown: left for another replica to take over
+            if self._stopping:  # claimed during shutdown: given back for another replica
+                with contextlib.suppress(psycopg.Error):
+                    await self.db.release(claimed.id)
                 return
             self.claims_total += 1
             outcome = "failed"

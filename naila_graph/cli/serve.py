@@ -120,4 +120,4 @@ async def _serve(settings: Any, mqtt: Any, chat_model: Any = None) -> int:
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return 0
+    return 1 if reason == "queue_database_lost" else 0  # a replica cut off its queue: its supervisor restarts it

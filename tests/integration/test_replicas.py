@@ -24,6 +24,7 @@ from psycopg.rows import dict_row
 from llm import ChatLlamaCpp
 from naila_graph import protocol as p
 from naila_graph.memory import conversation_messages, open_checkpointer
+from naila_graph.pg_queue import QueueDatabase, digest
 from naila_graph.replicas import ReplicaConflict
 from naila_graph.server import NailaServer
 from naila_graph.settings import MQTTSettings, NailaSettings
@@ -183,7 +184,7 @@ async def test_three_replicas_answer_fifty_tasks_once_in_each_devices_order(
     print(f"\n50 answers by 3 replicas in {elapsed:.1f} s; claims {claims}")
 
 
-async def test_the_same_task_id_twice_is_answered_once_and_a_stale_request_is_refused_at_claim(
+async def test_duplicates_stale_requests_bad_payloads_and_forgets_through_the_queue(
     mosquitto: Any, queue_url: str, tmp_path: Path, tiny_model: str
 ) -> None:
     async with (
@@ -200,13 +201,22 @@ async def test_the_same_task_id_twice_is_answered_once_and_a_stale_request_is_re
         old = {"task_id": "old", "device_id": "dup_bot", "transcription": "hi", "timestamp": time.time() - 3600}
         await bot.publish(p.TASK_TOPIC, old)
         error = await bot.error("dup_bot", 20, "old")
+        await bot.publish(p.TASK_TOPIC, b'{"device_id": "dup_bot", "task_id": "bad", "transcription": 5}')
+        bad = await bot.error("dup_bot", 20, "bad")
+        await bot.publish(p.FORGET_TOPIC, {"device_id": "dup_bot", "task_id": "forget-1"})
+        forgotten = await bot.wait_for(lambda: bot.on(p.FORGOTTEN_TOPIC, "forget-1"), 20, "the forget's answer")
         await asyncio.sleep(1.0)
         duplicates = sum(s.replica.duplicates_total for s in (d1, d2) if s.replica)
     assert len(bot.on(p.RESPONSE_TOPIC, "twice")) == 1
+    assert bad["error"] == "invalid_payload"  # refused by the ingest leader, never queued
+    assert forgotten[0]["forgotten"]["conversation"] is True  # through the queue, after the device's turns
+    with open_checkpointer(queue_url) as saver:
+        assert conversation_messages(saver, "dup_bot") == []
     assert duplicates == 1
     assert error["error"] == "stale_request"
     rows = {r["task_id"]: r for r in _queue_rows(queue_url)}
-    assert {task: row["outcome"] for task, row in rows.items()} == {"twice": "answered", "old": "stale"}
+    outcomes = {task: row["outcome"] for task, row in rows.items()}
+    assert outcomes == {"twice": "answered", "old": "stale", "forget-1": "forgotten"}
     waited = rows["twice"]["claimed_at"] - rows["twice"]["received_at"]
     assert waited < 0.2, f"an idle replica took {waited:.3f} s to claim a stored request"  # NOTIFY wakes it
 
@@ -248,6 +258,48 @@ async def test_barge_in_reaches_the_replica_running_the_request_and_a_queued_one
     print(f"\nbarge-in on a non-leader replica answered cancelled in {took * 1000:.0f} ms")
 
 
+async def test_a_dead_replicas_published_answer_is_not_given_again_but_its_turn_is_stored(
+    mosquitto: Any, queue_url: str, tmp_path: Path, tiny_model: str
+) -> None:
+    """What a replica killed between publishing an answer and storing the turn leaves: a running row whose
+    claimer is gone, marked answered. The replica that takes it over stores the turn and answers nothing."""
+    db = QueueDatabase(queue_url, "setup")
+    await db.connect()
+    await db.setup()
+    await db.close()
+    first = p.encode({"task_id": "ghost-1", "device_id": "ghost_bot", "transcription": "note 0 please"})
+    second = p.encode({"task_id": "ghost-2", "device_id": "ghost_bot", "transcription": "note 1 please"})
+    now = time.time()
+    with psycopg.connect(queue_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO naila_requests (kind, device_id, task_id, topic, payload, digest, received_at, status,"
+            " claimed_by, claimer_pid, claimer_since, claims, claimed_at, answered_at, answer) VALUES"
+            " ('turn', 'ghost_bot', 'ghost-1', %s, %s, %s, %s, 'running', 'dead', 0, now(), 1, %s, %s,"
+            " 'It was answered.')",
+            (p.TASK_TOPIC, first, digest(p.TASK_TOPIC, first), now, now, now),
+        )
+        conn.execute(
+            "INSERT INTO naila_requests (kind, device_id, task_id, topic, payload, digest, received_at)"
+            " VALUES ('turn', 'ghost_bot', 'ghost-2', %s, %s, %s, %s)",
+            (p.TASK_TOPIC, second, digest(p.TASK_TOPIC, second), now),
+        )
+    async with (
+        robot(mosquitto.host, mosquitto.port) as bot,
+        replica(mosquitto, queue_url, tmp_path, _model(tiny_model), "heir") as heir,
+    ):
+        await bot.answer("ghost-2", 30)
+        await asyncio.sleep(0.5)
+        health = heir.health_payload()["replica"]
+    assert not bot.on(p.RESPONSE_TOPIC, "ghost-1")
+    rows = {r["task_id"]: r for r in _queue_rows(queue_url)}
+    assert rows["ghost-1"]["outcome"] == "answered_before" and rows["ghost-1"]["reclaimed_from"] == "dead"
+    assert health["reclaimed_total"] == 1
+    with open_checkpointer(queue_url) as saver:
+        messages = [(m.type, m.content) for m in conversation_messages(saver, "ghost_bot")]
+    assert messages[:2] == [("human", "note 0 please"), ("ai", "It was answered.")]
+    assert [text for kind, text in messages if kind == "human"] == ["note 0 please", "note 1 please"]
+
+
 async def test_a_second_replica_with_the_same_client_id_is_refused(
     mosquitto: Any, queue_url: str, tmp_path: Path, tiny_model: str
 ) -> None:
@@ -260,6 +312,17 @@ async def test_a_second_replica_with_the_same_client_id_is_refused(
                 pass
         await asyncio.sleep(0.5)
         assert first.connected  # the first replica's broker session was not taken over
+
+
+async def test_a_replica_that_loses_its_queue_connection_stops(
+    mosquitto: Any, queue_url: str, tmp_path: Path, tiny_model: str
+) -> None:
+    async with replica(mosquitto, queue_url, tmp_path, _model(tiny_model), "cut") as server:
+        assert server.replica is not None
+        with psycopg.connect(queue_url, autocommit=True) as admin:  # its locks and claims end with the session
+            admin.execute("SELECT pg_terminate_backend(%s)", (server.replica.db.pid,))
+        reason = await asyncio.wait_for(server.wait_for_stop(), timeout=5)
+    assert reason == "queue_database_lost"
 
 
 def test_queue_settings_are_checked() -> None:
