@@ -2,7 +2,8 @@
 
 The graph and the server need only a ``BaseChatModel``; when the model is also a :class:`LocalModel`
 (``isinstance(model, LocalModel)``) they use its exact token counts, prefill, load/unload and
-statistics. Any other LangChain chat model still works, with approximate token counting and no prefill.
+statistics. Any other LangChain chat model still works, with approximate token counting and no prefill;
+one that is a :class:`WindowedModel` (the ``openai`` backend) has its history chosen for its own window.
 """
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from langchain_core.messages import BaseMessage
 
 from llm.state_cache import StateCacheStats
 
-__all__ = ["LocalModel"]
+__all__ = ["LocalModel", "WindowedModel"]
+
+
+@runtime_checkable
+class WindowedModel(Protocol):
+    """A chat model that says how many tokens one request may use, prompt and answer together: its
+    context (``ChatLlamaCpp``: ``n_ctx``; ``ChatOpenAICompatible``: the server's context per slot, from its
+    ``/props``, else ``LLM_CONTEXT_SIZE``). The graph chooses the history to fit it."""
+
+    @property
+    def context_window(self) -> int: ...
 
 
 @runtime_checkable

@@ -9,20 +9,17 @@ back to the event loop through a queue (DESIGN.md decision 1).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.language_models import LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import tool_call_chunk
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk
 from langchain_core.runnables import Runnable
 from langchain_core.runnables.config import ensure_config
-from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
@@ -32,6 +29,7 @@ from llm.generation import Done, GenerationParams, Utf8Decoder, start_in_thread
 from llm.llama_session import LlamaSession
 from llm.load_options import KV_GGML_TYPES, QUANTIZED_KV_TYPES, KVCacheType, LoadOptions
 from llm.state_cache import MIB, PromptStateCache, StateCacheStats
+from llm.streaming import CallSchemas, StreamedChatModel, ToolChoice, Tools, piece_chunks
 from llm.structured import structured_output
 from llm.tool_calls import CallStreamer
 from llm.tool_calls import prepare as prepare_tools
@@ -48,7 +46,7 @@ _CALL_OPTIONS = {
 }  # fmt: skip
 
 
-class ChatLlamaCpp(BaseChatModel):
+class ChatLlamaCpp(StreamedChatModel):
     """Chat model over a local GGUF file through llama-cpp-python.
 
     Construction is cheap: weights load on first use, on :meth:`load`, or on entering
@@ -127,6 +125,11 @@ class ChatLlamaCpp(BaseChatModel):
     def resolved_path(self) -> Path | None:
         """The GGUF file loaded (a bundle name resolved to its file); None before the first load."""
         return self._session.resolved_path
+
+    @property
+    def context_window(self) -> int:
+        """Tokens one request may use, prompt and answer (``n_ctx``; :class:`llm.capabilities.WindowedModel`)."""
+        return self.n_ctx
 
     @property
     def load_time_ms(self) -> float | None:
@@ -296,10 +299,10 @@ class ChatLlamaCpp(BaseChatModel):
 
     def bind_tools(
         self,
-        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        tools: Tools,
         *,
-        tool_choice: str | bool | dict[str, Any] | None = None,
-        call_schemas: Mapping[str, Mapping[str, Any]] | None = None,
+        tool_choice: ToolChoice = None,
+        call_schemas: CallSchemas = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
         """Bind tools (LangChain tools, functions, pydantic models, TypedDicts or JSON/OpenAI tool dicts).
@@ -454,15 +457,6 @@ class ChatLlamaCpp(BaseChatModel):
                     run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
 
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-
     async def _astream(
         self,
         messages: list[BaseMessage],
@@ -497,19 +491,6 @@ class ChatLlamaCpp(BaseChatModel):
         finally:
             params.cancel.set()  # no-op when finished; stops the worker at the next token otherwise
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        stream = self._astream(messages, stop, run_manager, **kwargs)
-        try:
-            return await agenerate_from_stream(stream)
-        finally:
-            await stream.aclose()
-
     def _prepare(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[GenerationParams, CallStreamer | None]:
         """The generation's parameters and, when tools are bound, what reads calls out of its text."""
         tools, tool_choice = kwargs.pop("tools", None), kwargs.pop("tool_choice", None)
@@ -537,16 +518,7 @@ class ChatLlamaCpp(BaseChatModel):
     def _to_chunks(self, event: str | Done, calls: CallStreamer | None) -> list[ChatGenerationChunk]:
         if calls is None:
             return [self._to_chunk(event)]
-        pieces = calls.feed(event) if isinstance(event, str) else calls.finish()
-        out = [
-            ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content=piece.content,
-                    tool_call_chunks=[tool_call_chunk(**piece.call)] if piece.call is not None else [],
-                )
-            )
-            for piece in pieces
-        ]
+        out = piece_chunks(calls.feed(event) if isinstance(event, str) else calls.finish())
         if isinstance(event, Done):
             out.append(self._to_chunk(event))
         return out

@@ -8,6 +8,8 @@ dripping tokens never times out — :class:`ChatOpenAICompatible` holds the whol
 and inference time are measured here; and its token counting uses tiktoken (a download, and the wrong
 vocabulary), so tokens are counted by the server itself (llama.cpp's ``/apply-template`` + ``/tokenize``)
 or, on servers without those, approximately with a safety margin (:attr:`ChatOpenAICompatible.token_counting`).
+llama.cpp's server takes a forced ``tool_choice`` as a hint only: a forced call is held by the grammar of one
+call instead, as in ``ChatLlamaCpp`` (:meth:`ChatOpenAICompatible.bind_tools`, with its ``call_schemas``).
 
 The model is not a :class:`~llm.capabilities.LocalModel` (no prefill, no saved prompt states: the server
 keeps its own prompt cache per slot). It knows its window: ``n_ctx`` is the server's context *per slot*
@@ -23,21 +25,26 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import httpx
 import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.language_models import LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import convert_to_openai_messages, count_tokens_approximately
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import Runnable
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import ChatOpenAI
 from pydantic import Field, PrivateAttr, SecretStr
 
 from llm.errors import ContextOverflowError, GenerationTimeoutError, LLMError, ModelUnavailableError
+from llm.streaming import CallSchemas, StreamedChatModel, ToolChoice, Tools, piece_chunks
+from llm.tool_calls import CallStreamer, narrowed, resolve_choice
+from llm.tool_calls import prepare as prepare_tools
+from llm.tool_format import FORMATS, GENERIC_FORMAT, ToolCallFormat, source_tool_kind
 
 __all__ = ["ChatOpenAICompatible", "TokenCounting", "build_openai_model", "server_root"]
 
@@ -55,7 +62,7 @@ def server_root(base_url: str) -> str:
     return root.removesuffix("/v1")
 
 
-class ChatOpenAICompatible(ChatOpenAI):
+class ChatOpenAICompatible(StreamedChatModel, ChatOpenAI):
     """``ChatOpenAI`` with a generation deadline, NAILA's errors and timings, and the server's tokenizer.
 
     ``generation_timeout`` (``LLM_MAX_INFERENCE_TIME_SECONDS``; a call's ``timeout`` option overrides it)
@@ -75,6 +82,8 @@ class ChatOpenAICompatible(ChatOpenAI):
     _counts: OrderedDict[tuple[str, str, str], int] = PrivateAttr(default_factory=OrderedDict)
     _frames: dict[str, int] = PrivateAttr(default_factory=dict)
     _auto_model: bool = PrivateAttr(default=False)  # no LLM_MODEL: the server's first model, once reached
+    _grammars: bool = PrivateAttr(default=False)  # a llama.cpp server (its /props): takes a GBNF ``grammar``
+    _tool_format: ToolCallFormat = PrivateAttr(default=GENERIC_FORMAT)  # how its model writes calls
 
     # ------------------------------------------------------------------ what the server says
 
@@ -87,6 +96,11 @@ class ChatOpenAICompatible(ChatOpenAI):
         """Tokens one request may use: the server's context per slot (``/props``), else ``context_size``."""
         self._probe()
         return self._slot_ctx or self.context_size
+
+    @property
+    def context_window(self) -> int:
+        """:attr:`n_ctx` (:class:`llm.capabilities.WindowedModel`): what the graph fits the history to."""
+        return self.n_ctx
 
     @property
     def token_counting(self) -> TokenCounting:
@@ -155,6 +169,8 @@ class ChatOpenAICompatible(ChatOpenAI):
                         n_ctx = settings.get("n_ctx") or (settings.get("params") or {}).get("n_ctx")
                         self._slot_ctx = int(n_ctx) if n_ctx else None
                         self._server_model = info.get("model_alias") or info.get("model_path")
+                        self._grammars = "default_generation_settings" in info  # llama.cpp's own /props
+                        self._tool_format = FORMATS[source_tool_kind(str(info.get("chat_template") or ""))]
                     if self._auto_model:
                         listed = http.get(f"{str(self.openai_api_base).rstrip('/')}/models")
                         if listed.status_code == 200 and listed.json().get("data"):
@@ -194,6 +210,8 @@ class ChatOpenAICompatible(ChatOpenAI):
     def _frame_tokens(self, tools: list[dict[str, Any]] | None, with_user: bool = False) -> int:
         """The template's preamble (with the tools) and the assistant header: what every prompt has
         (``with_user``: and an empty user message, the frame :meth:`_message_tokens` measures in)."""
+        if tools and not with_user:  # a template may put the tools in the first user message (Llama 3.1)
+            return self._frame_tokens(None) + self._frame_tokens(tools, True) - self._frame_tokens(None, True)
         key = f"{with_user}:{tools!r}"
         if key not in self._frames:
             frame: list[dict[str, Any]] = [{"role": "system", "content": ""}]
@@ -308,21 +326,78 @@ class ChatOpenAICompatible(ChatOpenAI):
             logger.info("dropped %d old messages to fit the %d-token slot", len(messages) - len(kept), self.n_ctx)
         return kept
 
+    # ------------------------------------------------------------------ tools
+
+    def bind_tools(
+        self,
+        tools: Tools,
+        *,
+        tool_choice: ToolChoice = None,
+        call_schemas: CallSchemas = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """``ChatOpenAI.bind_tools`` with ``ChatLlamaCpp``'s signature and its forced calls.
+
+        ``tool_choice``: ``"auto"`` (default) and ``"none"`` go to the server as they are; ``"any"``,
+        ``"required"``, ``True`` or a tool name force exactly one call. llama.cpp's server takes a forced
+        ``tool_choice`` as a hint only, so on it (its ``/props`` says so) the call is held by a grammar, as in
+        ``ChatLlamaCpp``: the request renders the tools as usual (``tool_choice="none"``, the same prompt as an
+        ``auto`` turn) and carries the GBNF of one call of the allowed tools (llm.tool_calls) in llama.cpp's
+        ``grammar`` field; the answer's JSON becomes ``AIMessage.tool_calls`` (a call the answer did not
+        finish: ``invalid_tool_calls``). Other servers get ``tool_choice="required"`` (one named tool: that tool
+        alone). ``call_schemas``: per tool name, a narrower JSON schema of its arguments that a forced call is
+        held to (the prompt shows the tools as given); ``auto`` calls are not narrowed."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        names = [str(t["function"]["name"]) for t in formatted if "function" in t]
+        resolve_choice(tool_choice, names)  # a ValueError names a bad choice now, not at the first call
+        if call_schemas:
+            narrowed([t for t in formatted if "function" in t], call_schemas)  # the same for unknown tools
+        bound = super().bind_tools(tools, tool_choice=tool_choice, **kwargs)
+        if call_schemas:
+            return bound.bind(call_schemas={name: dict(schema) for name, schema in call_schemas.items()})
+        return bound
+
+    def _forced_call(self, kwargs: dict[str, Any], call_schemas: Mapping[str, Any] | None) -> CallStreamer | None:
+        """For a forced ``tool_choice``, the request's options rewritten (see :meth:`bind_tools`) and, on a
+        llama.cpp server, what reads the call out of the answer's text; None otherwise."""
+        tools, choice = kwargs.get("tools"), kwargs.get("tool_choice")
+        functions = [t for t in tools or [] if isinstance(t, dict) and "function" in t]
+        if not functions or choice in (None, "auto", "none"):
+            return None
+        try:
+            kind, _ = resolve_choice(choice, [str(t["function"]["name"]) for t in functions])
+        except ValueError:  # a choice of another kind (e.g. a built-in tool): the server's business
+            return None
+        if kind != "forced":
+            return None
+        if not self._grammars:  # a server that forces calls itself (vLLM, ...): narrowed tools, "required"
+            if call_schemas and len(functions) == len(tools or []):
+                kwargs["tools"] = narrowed(functions, call_schemas)
+            _require_named_tool(kwargs)
+            return None
+        setup = prepare_tools(functions, choice, self._tool_format, None, call_schemas)
+        kwargs["tool_choice"] = "none"  # the tools rendered as in any turn; the grammar holds the answer
+        kwargs.pop("parallel_tool_calls", None)
+        kwargs["extra_body"] = {**(self.extra_body or {}), **(kwargs.get("extra_body") or {}), "grammar": setup.grammar}
+        return CallStreamer(setup)
+
     # ------------------------------------------------------------------ generation
 
     def _prepare_call(
         self, messages: list[BaseMessage], kwargs: dict[str, Any]
-    ) -> tuple[list[BaseMessage], float, dict[str, Any]]:
-        """The messages cut to fit, the deadline (monotonic) and the options for ``ChatOpenAI``."""
+    ) -> tuple[list[BaseMessage], float, dict[str, Any], CallStreamer | None]:
+        """The messages cut to fit, the deadline (monotonic), the options for ``ChatOpenAI`` and, for a call
+        held by a grammar, what reads it out of the answer."""
         timeout = kwargs.pop("timeout", None)
         seconds = float(timeout) if timeout else self.generation_timeout
         deadline = time.monotonic() + seconds
         max_tokens = int(kwargs.get("max_tokens") or kwargs.get("max_completion_tokens") or self.max_tokens or 512)
-        _require_named_tool(kwargs)
+        call_schemas = kwargs.pop("call_schemas", None)
         fitted = self.fit_to_context(messages, max_tokens, kwargs.get("tools"))
+        calls = self._forced_call(kwargs, call_schemas)  # after the probe of fit_to_context: the server is known
         # each read of the request too: a server that stalls is cut then (the deadline is checked between chunks)
         kwargs["timeout"] = max(deadline - time.monotonic(), 0.001)
-        return fitted, deadline, kwargs
+        return fitted, deadline, kwargs, calls
 
     def _stream(
         self,
@@ -333,18 +408,20 @@ class ChatOpenAICompatible(ChatOpenAI):
     ) -> Iterator[ChatGenerationChunk]:
         timer = _Timer()
         try:
-            fitted, deadline, options = self._prepare_call(messages, kwargs)
+            fitted, deadline, options, calls = self._prepare_call(messages, kwargs)
             chunks = super()._stream(fitted, stop, run_manager, **options)
             try:
                 for chunk in chunks:
                     timer.seen(chunk)
-                    yield chunk
+                    yield from _read_calls(chunk, calls)
                     if time.monotonic() > deadline:
                         raise GenerationTimeoutError(f"the answer took longer than {deadline_text(timer, deadline)}")
             finally:
                 chunks.close()  # type: ignore[attr-defined]  # a generator
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise self._mapped(exc) from exc
+        if calls is not None:  # a call the answer did not finish is closed so that it cannot parse
+            yield from piece_chunks(calls.finish())
         yield timer.metrics_chunk()
 
     async def _astream(
@@ -356,7 +433,7 @@ class ChatOpenAICompatible(ChatOpenAI):
     ) -> AsyncIterator[ChatGenerationChunk]:
         timer = _Timer()
         try:
-            fitted, deadline, options = await asyncio.to_thread(self._prepare_call, messages, kwargs)
+            fitted, deadline, options, calls = await asyncio.to_thread(self._prepare_call, messages, kwargs)
             chunks = super()._astream(fitted, stop, run_manager, **options)
             try:
                 while True:
@@ -370,30 +447,16 @@ class ChatOpenAICompatible(ChatOpenAI):
                             f"the answer took longer than {deadline_text(timer, deadline)}"
                         ) from None
                     timer.seen(chunk)
-                    yield chunk
+                    for piece in _read_calls(chunk, calls):
+                        yield piece
             finally:
                 await chunks.aclose()  # type: ignore[attr-defined]
         except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise self._mapped(exc) from exc
+        if calls is not None:
+            for piece in piece_chunks(calls.finish()):
+                yield piece
         yield timer.metrics_chunk()
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
 
     def _mapped(self, exc: Exception) -> LLMError:
         """The LLM error (and so the fallback reason) of a client or transport error."""
@@ -454,6 +517,18 @@ def _loop_time(deadline: float) -> float:
     """``deadline`` (``time.monotonic``) on the running loop's clock."""
     loop = asyncio.get_running_loop()
     return loop.time() + (deadline - time.monotonic())
+
+
+def _read_calls(chunk: ChatGenerationChunk, calls: CallStreamer | None) -> list[ChatGenerationChunk]:
+    """``chunk`` as it came, or (a call held by a grammar) its text read as the call: the chunk without its
+    text (its metadata and usage stay), then the call's pieces."""
+    text = chunk.message.content
+    if calls is None or not isinstance(text, str) or not text:
+        return [chunk]
+    bare = ChatGenerationChunk(
+        message=chunk.message.model_copy(update={"content": ""}), generation_info=chunk.generation_info
+    )
+    return [bare, *piece_chunks(calls.feed(text))]
 
 
 def _require_named_tool(kwargs: dict[str, Any]) -> None:

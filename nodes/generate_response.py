@@ -17,7 +17,7 @@ from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnablePassthrough
 
-from llm.capabilities import LocalModel
+from llm.capabilities import LocalModel, WindowedModel
 from llm.errors import EmptyGenerationError, GenerationCancelledError, LLMError
 from nodes.act import COMMAND_INTENT, ActionTaker, can_call_tools
 from nodes.failures import INTERNAL_ERROR, failure_reason
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 _INLINE_INPUT_CHARS = 2000  # longer messages are tokenized in a worker thread, off the event loop
 _COUNT_CACHE_SIZE = 4096  # messages whose token counts are remembered (a few turns of many devices)
-# A chat model without the LocalModel extras does not say its window: assume a common small one.
+# A chat model that does not say its window (not a WindowedModel): assume a common small one.
 _GENERIC_N_CTX = 4096
 _GENERIC_MAX_TOKENS = 512
 RobotTools = Literal["auto", "commands", "off"]  # NAILA_ROBOT_TOOLS
@@ -199,8 +199,9 @@ class ResponseGenerator:
     """The generate_response node (sync and async) with its collaborators.
 
     ``chat_model`` may be any LangChain chat model; one that is a :class:`~llm.capabilities.LocalModel`
-    has the history counted with its own tokenizer and template, any other with approximate counts in
-    an assumed 4096-token window. ``chat_model=None`` is degraded mode (``degraded_reason`` says why).
+    has the history counted with its own tokenizer and template, any other with approximate counts, in the
+    window it reports (:class:`~llm.capabilities.WindowedModel`: an LLM server's context per slot) or else an
+    assumed 4096-token one. ``chat_model=None`` is degraded mode (``degraded_reason`` says why).
     """
 
     def __init__(
@@ -215,6 +216,7 @@ class ResponseGenerator:
     ) -> None:
         self.chat_model = chat_model
         self.local_model: LocalModel | None = chat_model if isinstance(chat_model, LocalModel) else None
+        self.windowed: WindowedModel | None = chat_model if isinstance(chat_model, WindowedModel) else None
         self.clock = clock
         self.max_turns = max_turns
         self.degraded_reason = degraded_reason if chat_model is None else None
@@ -296,8 +298,7 @@ class ResponseGenerator:
         with_tools: bool,
         facts: list[BaseMessage] | None = None,
     ) -> list[BaseMessage]:
-        model = self.local_model
-        n_ctx, max_tokens = (model.n_ctx, model.max_tokens) if model else (_GENERIC_N_CTX, _GENERIC_MAX_TOKENS)
+        n_ctx, max_tokens = self._window()
         prompt = self._prompt.format_messages(facts=facts or [], history=[], guidance=guidance, input=text)
         fixed = self._count(prompt, with_tools)  # the facts block takes its share of the window first
         return select_history(
@@ -306,6 +307,16 @@ class ResponseGenerator:
             token_counter=lambda selected: self._count(selected, with_tools),
             token_budget=n_ctx - max_tokens - fixed,
         )
+
+    def _window(self) -> tuple[int, int]:
+        """The model's context in tokens and the most tokens an answer may take: its own where it says them
+        (an LLM server's context per slot), else a common small window."""
+        model = self.local_model
+        if model is not None:
+            return model.n_ctx, model.max_tokens
+        n_ctx = self.windowed.context_window if self.windowed is not None else _GENERIC_N_CTX
+        answer = getattr(self.chat_model, "max_tokens", None)
+        return n_ctx, answer if isinstance(answer, int) and answer > 0 else _GENERIC_MAX_TOKENS
 
     def inputs(self, state: dict[str, Any]) -> dict[str, Any]:
         intent = state.get("intent", "general")

@@ -2,7 +2,8 @@
 stub server that drips tokens (the deadline), a port nobody listens on (server down), and `naila llm-server`.
 
 The tiny model's text is random; the tests check what the server and the backend do with it (counts, stops,
-timings, fallbacks), never its words.
+timings, fallbacks, the grammar of a forced tool call), never its words. The real 0.5B bundle answers a
+question and takes a robot command through the graph.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.messages.utils import count_tokens_approximately
+from langchain_core.runnables import RunnableBinding
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from llm import LLMSettings, load_chat_model
@@ -33,6 +37,9 @@ from llm.openai_backend import ChatOpenAICompatible
 from naila_graph.graph import build_graph, turn_config, turn_input
 from naila_graph.settings import NailaSettings
 from naila_graph.telemetry import ModelStatus, ServerStats, health_payload
+from nodes.act import ActionTaker
+from nodes.generate_response import ResponseGenerator
+from nodes.robot_tools import call_schemas, robot_tool_schemas
 from tests.support.broker import free_port
 from tests.support.models import tiny_model_path
 
@@ -186,8 +193,9 @@ def test_an_oversized_history_is_cut_to_the_slot(server_url: str) -> None:
 
 
 def test_a_graph_turn_with_a_long_history_is_answered_by_the_model(server_url: str, saver: SqliteSaver) -> None:
-    """The graph keeps turns by an approximate count in an assumed 4096-token window; the tiny model's
-    small vocabulary makes each character about a token, so the backend must cut the history to its slot."""
+    """The graph keeps turns by an approximate count (about 4 characters a token) in the slot's window; the
+    tiny model's small vocabulary makes each character about a token, so the backend must cut the history
+    it was given to the slot."""
     model = openai_model(server_url, max_tokens=16)  # enough text to survive the speech cleanup
     graph = build_graph(model, saver, settings=NailaSettings(robot_tools="off", max_turns=20))
     config = turn_config("robot1")
@@ -199,6 +207,118 @@ def test_a_graph_turn_with_a_long_history_is_answered_by_the_model(server_url: s
     assert (out["response_source"], out["fallback_reason"]) == ("llm", None)
     assert out["metrics"]["history_messages"] == len(stored)  # the graph sent them all ...
     assert out["metrics"]["input_tokens"] <= SLOT_CTX - 16  # ... and the backend cut them to the slot
+
+
+def test_the_graph_chooses_the_history_for_the_slots_context_not_an_assumed_window(
+    server_url: str, saver: SqliteSaver
+) -> None:
+    """A memory that fits an assumed 4096-token window but not the server's 2048-token slot: the graph
+    itself keeps only the newest turns (the slot's context, ``context_window``, less this model's answer),
+    and the model answers in a prompt that fits the slot."""
+    model = openai_model(server_url, max_tokens=16)
+    assert model.context_window == SLOT_CTX
+    graph = build_graph(model, saver, settings=NailaSettings(robot_tools="off", max_turns=20))
+    config = turn_config("robot1")
+    stored: list[BaseMessage] = []
+    for i in range(16):
+        stored += [HumanMessage(f"story {i}: " + "once upon a time " * 20), AIMessage("and then " * 30)]
+    assert SLOT_CTX < count_tokens_approximately(stored) < 4096 - 512 - 600  # would fit the old assumption
+    graph.update_state(config, {"messages": stored}, as_node="finalize")
+    out = graph.invoke(turn_input("Tell me about stars", device_id="robot1"), config)
+    assert (out["response_source"], out["fallback_reason"]) == ("llm", None)
+    kept = out["metrics"]["history_messages"]
+    assert 0 < kept < len(stored) and kept % 2 == 0  # the newest whole turns, chosen by the graph
+    assert count_tokens_approximately(stored[-kept:]) <= SLOT_CTX - 16
+    assert out["metrics"]["input_tokens"] <= SLOT_CTX - 16  # the prompt the server evaluated fits its slot
+
+
+# ---------------------------------------------------------------- forced tool calls
+
+HEAD_LEFT = "Turn your head to the left."
+HEAD = [t for t in robot_tool_schemas() if t["function"]["name"] == "move_head"]  # all six do not fit 2048
+STOP = [t for t in robot_tool_schemas() if t["function"]["name"] == "stop_all_motion"]
+COMMAND = [SystemMessage("You are NAILA, a desk robot."), HumanMessage(HEAD_LEFT)]
+
+
+def test_a_forced_call_is_held_to_its_narrowed_schema_by_the_servers_grammar(server_url: str) -> None:
+    """llama.cpp's server takes tool_choice="required" as a hint (the tiny model writes noise); the backend
+    sends the call's grammar instead, so even noise is one valid call, within what "left" allows."""
+    model = openai_model(server_url, max_tokens=300)
+    narrowed = call_schemas(HEAD_LEFT, ["move_head"])
+    bound = model.bind_tools(HEAD + STOP, tool_choice="move_head", call_schemas=narrowed)
+    reply = bound.invoke(COMMAND)
+    assert reply.invalid_tool_calls == []
+    [call] = reply.tool_calls
+    assert call["name"] == "move_head" and call["id"]
+    assert -90 <= call["args"]["pan_degrees"] <= -1 and call["args"]["tilt_degrees"] == 0
+    assert reply.response_metadata["finish_reason"] == "stop"  # the grammar ended it, not max_tokens
+    assert reply.usage_metadata is not None  # the tools are in the prompt, as in any turn that has them
+    assert reply.usage_metadata["input_tokens"] == model.get_num_tokens_from_messages(COMMAND, HEAD + STOP)
+    assert reply.response_metadata["time_to_first_token_ms"] > 0
+
+
+async def test_any_tool_forced_on_the_async_path(server_url: str) -> None:
+    model = openai_model(server_url, max_tokens=300)
+    reply = await model.bind_tools(HEAD + STOP, tool_choice="any").ainvoke(COMMAND)
+    assert reply.invalid_tool_calls == []
+    assert [c["name"] for c in reply.tool_calls] in (["move_head"], ["stop_all_motion"])
+    streamed = [chunk async for chunk in model.bind_tools(STOP, tool_choice=True).astream(COMMAND)]
+    total = aggregate([c for c in streamed if isinstance(c, AIMessageChunk)])
+    assert len(streamed) > 1  # pieces, as they came
+    assert [c["name"] for c in total.tool_calls] == ["stop_all_motion"] and total.tool_calls[0]["args"] == {}
+
+
+def test_a_forced_call_cut_off_by_max_tokens_is_never_a_valid_call(server_url: str) -> None:
+    model = openai_model(server_url, max_tokens=6)
+    reply = model.bind_tools(HEAD, tool_choice="required").invoke(COMMAND)
+    assert reply.response_metadata["finish_reason"] == "length"
+    assert reply.tool_calls == [] and len(reply.invalid_tool_calls) == 1
+
+
+def test_bind_tools_names_what_is_wrong(server_url: str) -> None:
+    model = openai_model(server_url)
+    with pytest.raises(ValueError, match="names no bound tool"):
+        model.bind_tools(HEAD, tool_choice="fly")
+    with pytest.raises(ValueError, match="call_schemas names tools that are not bound: fly"):
+        model.bind_tools(HEAD, tool_choice="any", call_schemas={"fly": {"type": "object"}})
+
+
+def test_the_act_node_takes_a_clear_command_on_this_backend(server_url: str) -> None:
+    """The act node's forced, narrowed call (nodes/act.py) on the openai backend: a head turn to the left,
+    not "Sorry, I can't do that." (only the head tool: the six robot tools do not fit the tiny model)."""
+    model = openai_model(server_url, max_tokens=300)
+    prompts = ResponseGenerator(
+        model, persona="You are NAILA.", clock=lambda: datetime(2026, 6, 15, 10, 30), max_turns=4
+    )
+    prompts.tools = HEAD
+    update = ActionTaker(model, prompts).invoke({"intent": "robot_command", "text": HEAD_LEFT, "messages": []}, {})
+    assert (update["response_source"], update.get("fallback_reason")) == ("llm", None)
+    [command] = update["commands"]
+    assert command["payload"]["motor_group"] == "head" and command["payload"]["degrees"] < 0
+    assert update["metrics"]["input_tokens"] > 0
+
+
+def test_auto_keeps_the_servers_own_tool_calling(server_url: str) -> None:
+    """``auto`` and the narrowed schemas of an ordinary turn: the tools go to the server as they are."""
+    model = openai_model(server_url)
+    bound = model.bind_tools(HEAD, tool_choice="auto", call_schemas=call_schemas(HEAD_LEFT, ["move_head"]))
+    assert isinstance(bound, RunnableBinding)
+    _, _, sent, calls = model._prepare_call(list(COMMAND), dict(bound.kwargs))
+    assert calls is None and sent["tool_choice"] == "auto" and sent["tools"] == HEAD
+    assert "call_schemas" not in sent and "grammar" not in (sent.get("extra_body") or {})
+
+
+def test_a_server_without_grammars_gets_the_narrowed_tool_and_required(record_url: str) -> None:
+    """A server that is not llama.cpp (no /props): the forced call is its own business (vLLM and OpenAI
+    force ``required``), with the one named tool, narrowed, and no llama.cpp fields."""
+    model = openai_model(record_url, max_tokens=8)
+    narrowed = call_schemas(HEAD_LEFT, ["move_head"])
+    model.bind_tools(HEAD + STOP, tool_choice="move_head", call_schemas=narrowed).invoke(COMMAND)
+    [body] = _RecordHandler.bodies
+    assert body["tool_choice"] == "required"
+    assert [t["function"]["name"] for t in body["tools"]] == ["move_head"]
+    assert body["tools"][0]["function"]["parameters"] == narrowed["move_head"]
+    assert "grammar" not in body and "call_schemas" not in body
 
 
 def test_a_message_larger_than_the_slot_falls_back_with_context_overflow(server_url: str, saver: SqliteSaver) -> None:
@@ -241,8 +361,11 @@ class _DripHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_error(404)
 
+    def received(self, body: bytes) -> None:
+        pass
+
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.received(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
         if self.path != "/v1/chat/completions":
             self.send_error(404)
             return
@@ -273,6 +396,18 @@ class _StallHandler(_DripHandler):
     count = 2
 
 
+class _RecordHandler(_DripHandler):
+    """Keeps the body of every chat request; answers two quick tokens."""
+
+    interval = 0.0
+    count = 2
+    bodies: ClassVar[list[dict[str, Any]]] = []
+
+    def received(self, body: bytes) -> None:
+        if self.path == "/v1/chat/completions":
+            self.bodies.append(json.loads(body))
+
+
 def _stub(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
@@ -291,6 +426,12 @@ def drip_url() -> Iterator[str]:
 @pytest.fixture
 def stall_url() -> Iterator[str]:
     yield from _stub(_StallHandler)
+
+
+@pytest.fixture
+def record_url() -> Iterator[str]:
+    _RecordHandler.bodies.clear()
+    yield from _stub(_RecordHandler)
 
 
 def test_the_deadline_covers_the_whole_answer_not_each_read(drip_url: str) -> None:
@@ -328,7 +469,6 @@ async def test_the_deadline_fires_on_the_async_path_too(drip_url: str) -> None:
 
 
 def test_the_approximate_count_has_a_margin_and_still_cuts_history(drip_url: str) -> None:
-    from langchain_core.messages.utils import count_tokens_approximately
 
     model = openai_model(drip_url, context_size=512, max_tokens=16)
     assert model.n_ctx == 512  # the server says nothing: LLM_CONTEXT_SIZE
@@ -428,9 +568,9 @@ async def test_four_requests_at_once_share_the_slots(server_url: str) -> None:
     assert all(a.usage_metadata and a.usage_metadata["output_tokens"] == 4 for a in answers)
 
 
-@pytest.mark.real_model
-@pytest.mark.slow
-def test_the_real_model_answers_a_question_through_the_graph(real_model: str, saver: SqliteSaver) -> None:
+@pytest.fixture(scope="module")
+def real_server_url(real_model: str) -> Iterator[str]:
+    """A real llama.cpp server (one slot of 4096 tokens) on the real 0.5B bundle."""
     params = xllamacpp.CommonParams()
     params.model.path = real_model
     params.n_ctx = 4096
@@ -438,13 +578,33 @@ def test_the_real_model_answers_a_question_through_the_graph(real_model: str, sa
     params.hostnames = ["127.0.0.1"]
     params.verbosity = 1
     server = xllamacpp.Server(params)
-    try:
-        model = openai_model(f"http://127.0.0.1:{params.port}/v1", max_tokens=48)
-        graph = build_graph(model, saver, settings=NailaSettings(robot_tools="off"))
-        out = graph.invoke(turn_input("What is the capital of France?", device_id="robot1"), turn_config("robot1"))
-        assert (out["response_source"], out["fallback_reason"]) == ("llm", None)
-        assert "Paris" in out["response_text"]
-        assert out["metrics"]["time_to_first_token_ms"] > 0
-        assert out["metrics"]["input_tokens"] > 100  # the persona's prompt, counted by the server
-    finally:
-        del server
+    yield f"http://127.0.0.1:{params.port}/v1"
+    del server
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_the_real_model_answers_a_question_through_the_graph(real_server_url: str, saver: SqliteSaver) -> None:
+    model = openai_model(real_server_url, max_tokens=48)
+    graph = build_graph(model, saver, settings=NailaSettings(robot_tools="off"))
+    out = graph.invoke(turn_input("What is the capital of France?", device_id="robot1"), turn_config("robot1"))
+    assert (out["response_source"], out["fallback_reason"]) == ("llm", None)
+    assert "Paris" in out["response_text"]
+    assert out["metrics"]["time_to_first_token_ms"] > 0
+    assert out["metrics"]["input_tokens"] > 100  # the persona's prompt, counted by the server
+
+
+@pytest.mark.real_model
+@pytest.mark.slow
+def test_the_real_model_turns_its_head_left_through_the_graph(real_server_url: str, saver: SqliteSaver) -> None:
+    """A clear command on LLM_BACKEND=openai: the act node's forced call, held by the grammar, becomes a head
+    pan to the left (the command the server publishes), not "Sorry, I can't do that."."""
+    model = openai_model(real_server_url, max_tokens=96)
+    graph = build_graph(model, saver, settings=NailaSettings(robot_tools="commands"))
+    out = graph.invoke(turn_input("Turn your head to the left.", device_id="robot1"), turn_config("robot1"))
+    assert out["intent"] == "robot_command"
+    assert (out["response_source"], out["fallback_reason"]) == ("llm", None), out["response_text"]
+    [command] = out["commands"]
+    assert command["payload"]["motor_group"] == "head" and command["payload"]["action"] == "pan"
+    assert command["payload"]["degrees"] < 0
+    assert out["actions"] and out["response_text"] != "Sorry, I can't do that."
