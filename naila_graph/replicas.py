@@ -49,6 +49,7 @@ logger = logging.getLogger("naila.replicas")
 
 INGEST_CLIENT_ID = "naila-ingest"  # the ingest leader's MQTT client id: its persistent session passes on
 INGEST_TOPICS = (p.STT_TOPIC, p.TASK_TOPIC, p.FORGET_TOPIC)
+CANCEL_MEMORY_S = 10.0  # a cancel is remembered this long for a request claimed (or stored) just after it
 POLL_SECONDS = 0.5  # a standby tries to take the ingest role, idle workers look for work, this often
 PRUNE_EVERY_SECONDS = 60.0
 _LOCK_INGEST = 7_362_002  # advisory lock namespaces
@@ -88,6 +89,7 @@ class Replica:
         self._stopping = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._pending: set[asyncio.Task[Any]] = set()
+        self._cancels: dict[str, list[tuple[float, str | None]]] = {}  # device -> (when, task id) of recent cancels
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,6 +192,8 @@ class Replica:
                     self._lost_database(exc)
                     return
                 logger.warning("replica %s: queue bookkeeping failed: %s", self.replica_id, exc)
+            except Exception:  # the election must go on whatever one round ran into
+                logger.exception("replica %s: queue bookkeeping failed", self.replica_id)
             await asyncio.sleep(POLL_SECONDS)
 
     async def _take_ingest(self) -> None:
@@ -384,8 +388,18 @@ class Replica:
                 request.device_id, request.task_id, "empty_input", "the request holds no text to answer"
             )
             return "empty"
-        await server.serve_request(request)
+        if self._cancelled_before_start(claimed):
+            await server._publish_cancelled_unstarted(request)
+            return "cancelled"
+        await server.serve_request(request)  # registers it at once: a cancel from now on finds it running
         return "answered"
+
+    def _cancelled_before_start(self, claimed: Claimed) -> bool:
+        """A cancel came while this request was being claimed (too late to find it waiting, too early to find
+        it running), or named its task before the request was stored (it overtook its request)."""
+        now = time.time()
+        recent = [(at, task) for at, task in self._cancels.get(claimed.device_id, []) if now - at < CANCEL_MEMORY_S]
+        return any(task == claimed.task_id or (task is None and at >= claimed.received_at) for at, task in recent)
 
     def _request(self, claimed: Claimed) -> p.Request:
         max_bytes = self.server.mqtt.max_payload_bytes
@@ -436,6 +450,9 @@ class Replica:
 
     async def cancel_waiting(self, cancel: p.CancelRequest) -> None:
         """Take the device's waiting requests out of the queue and answer them cancelled."""
+        now = time.time()
+        kept = [(at, task) for at, task in self._cancels.get(cancel.device_id, []) if now - at < CANCEL_MEMORY_S]
+        self._cancels[cancel.device_id] = [*kept, (now, cancel.task_id)]
         try:
             rows = await self.db.cancel_waiting(cancel.device_id, cancel.task_id)
         except psycopg.Error as exc:

@@ -41,6 +41,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("naila").setLevel(logging.INFO)  # a server shows its lifecycle by default
     settings = NailaSettings()
     mqtt = MQTTSettings()
+    if settings.queue_url is not None:  # one of several replicas: every log line says which
+        settings = settings.model_copy(update={"replica_id": settings.replica_id or _default_replica_id()})
+        _name_replica_in_logs(str(settings.replica_id))
     port = check_port(args.broker_port)
     updates: dict[str, Any] = {}
     if port is not None:
@@ -60,6 +63,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if broker is not None:
             broker.stop()
+
+
+def _default_replica_id() -> str:
+    """NAILA_REPLICA_ID's default (:func:`naila_graph.replicas.default_replica_id`, without importing psycopg)."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _name_replica_in_logs(replica_id: str) -> None:
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s %(name)s [{replica_id}]: %(message)s"))
 
 
 @contextlib.contextmanager

@@ -239,21 +239,26 @@ async def test_barge_in_reaches_the_replica_running_the_request_and_a_queued_one
                 queued = await bot.task("barge_bot", "and another one")
                 await bot.wait_for(lambda: ingest.replica and ingest.replica.queue_depth == 1, 10, "the second queued")  # type: ignore[union-attr]
                 await bot.publish(p.CANCEL_TOPIC, {"device_id": "barge_bot", "task_id": queued})
-                cancelled = await bot.answer(queued, within=5)
+                cancelled = await bot.answer(queued, within=10)
                 assert "barge_bot" in worker._running  # the queued one went; the running one goes on
                 sent = time.monotonic()
                 await bot.publish(p.CANCEL_TOPIC, {"device_id": "barge_bot", "task_id": running})
-                answer = await bot.answer(running, within=5)
+                answer = await bot.answer(running, within=10)
                 took = time.monotonic() - sent
             finally:
                 model._gate.release(ticket)
             after = await bot.task("barge_bot", "hello again")
             done = await bot.answer(after, 30)
+            # a cancel that overtakes its own request (robots send both at once) still cancels it
+            await bot.publish(p.CANCEL_TOPIC, {"device_id": "barge_bot", "task_id": "overtaken"})
+            await bot.task("barge_bot", "never mind", task_id="overtaken")
+            overtaken = await bot.answer("overtaken", 10)
             health = worker.health_payload()["replica"]
     assert answer["response"]["finish_reason"] == "cancelled"
     assert took < 1.0, f"barge-in answered after {took:.2f} s"
     assert cancelled["response"]["finish_reason"] == "cancelled" and cancelled["response"]["source"] == "cancelled"
     assert done["response"]["finish_reason"] in ("stop", "length")
+    assert overtaken["response"]["finish_reason"] == "cancelled"
     assert health["role"] == "standby" and health["replica_id"] == "worker"
     print(f"\nbarge-in on a non-leader replica answered cancelled in {took * 1000:.0f} ms")
 
