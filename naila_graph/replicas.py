@@ -18,7 +18,9 @@ every replica's workers → the LLM (in process, or a shared server with ``LLM_B
   again (the turn is stored in memory if it was not). Staleness is checked when a request is claimed.
 * **Cancel.** Every replica subscribes to the cancel topic with its own ``MQTT_CLIENT_ID``: the replica
   running that device's request stops it; a request still waiting is taken out of the queue by whichever
-  replica gets there first and answered ``finish_reason: "cancelled"``.
+  replica gets there first and answered ``finish_reason: "cancelled"``. Cancels are remembered for
+  :data:`CANCEL_MEMORY_S`, so one that came while its request was being claimed, or that named a task not yet
+  stored (it overtook its request on the way through the leader), cancels it before it starts.
 * **Identity.** ``NAILA_REPLICA_ID`` (default host name + pid) names the replica in health and logs. Two
   replicas with the same ``MQTT_CLIENT_ID`` would take each other's broker session: the second one is refused
   at start (a second advisory lock, on the client id), before it connects to the broker.

@@ -319,6 +319,42 @@ async def test_a_second_replica_with_the_same_client_id_is_refused(
         assert first.connected  # the first replica's broker session was not taken over
 
 
+async def test_a_leader_stopped_gracefully_hands_ingest_over_and_the_queue_limits_hold(
+    mosquitto: Any, queue_url: str, tmp_path: Path, tiny_model: str
+) -> None:
+    model = _model(tiny_model)
+    async with robot(mosquitto.host, mosquitto.port) as bot, contextlib.AsyncExitStack() as outer:
+        going = contextlib.AsyncExitStack()
+        goes = await going.enter_async_context(
+            replica(mosquitto, queue_url, tmp_path, _model(tiny_model), "goes", queue_per_device=1)
+        )
+        await _leader([goes])
+        stays = await outer.enter_async_context(
+            replica(mosquitto, queue_url, tmp_path, model, "stays", queue_per_device=1)
+        )
+        ticket = await asyncio.to_thread(model._gate.acquire, None)
+        try:
+            stopped = time.monotonic()
+            await going.aclose()  # SIGTERM's path: the leader hands the ingest role on first
+            leader = await _leader([stays])
+            took = time.monotonic() - stopped
+            first = await bot.task("limit_bot", "hello")
+            await bot.wait_for(lambda: "limit_bot" in stays._running, 20, "the first request running")
+            second = await bot.task("limit_bot", "and then")  # waits: the one place this device has
+            await bot.wait_for(lambda: stays.replica and stays.replica.queue_depth == 1, 10, "the second queued")  # type: ignore[union-attr]
+            third = await bot.task("limit_bot", "one too many")
+            refused = await bot.error("limit_bot", 10, third)
+        finally:
+            model._gate.release(ticket)
+        await bot.answer(first, 30)
+        await bot.answer(second, 30)
+        statuses = [r.data["status"] for r in bot.received if r.topic == p.STATUS_TOPIC]
+    assert leader is stays and took < 2.0, f"the ingest role moved after {took:.2f} s"
+    assert refused["error"] == "overloaded" and "NAILA_QUEUE_PER_DEVICE" in refused["message"]
+    assert statuses == ["online", "offline", "online"]  # the old leader said it leaves; the new one is online
+    print(f"\nthe ingest role moved {took * 1000:.0f} ms after the leader began its graceful stop")
+
+
 async def test_a_replica_that_loses_its_queue_connection_stops(
     mosquitto: Any, queue_url: str, tmp_path: Path, tiny_model: str
 ) -> None:
