@@ -28,8 +28,12 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     for key in sorted(os.environ):
         if key.startswith(("LANGSMITH_", "LANGCHAIN_")):
             values[key] = os.environ[key]
+    from llm.settings import mask_secrets
+
     for key, value in values.items():
         if any(word in key for word in _SECRET_WORDS) and value:
             values[key] = "********"
+        elif isinstance(value, str) and "://" in value:  # NAILA_MEMORY_URL, NAILA_QUEUE_URL: user:password@host
+            values[key] = mask_secrets(value)
     print(json.dumps(values, indent=2, default=str))
     return 0

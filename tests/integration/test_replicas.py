@@ -28,6 +28,7 @@ from naila_graph.pg_queue import QueueDatabase, digest
 from naila_graph.replicas import ReplicaConflict
 from naila_graph.server import NailaServer
 from naila_graph.settings import MQTTSettings, NailaSettings
+from tests.e2e.test_cli import naila
 from tests.e2e.test_serve_cli import _start_server, _wait_ready
 from tests.support.mqtt import Robot, robot
 from tests.support.postgres import fresh_database
@@ -372,6 +373,11 @@ def test_queue_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="must start with postgresql://"):
         NailaSettings(queue_url="mysql://x/y")
     assert NailaSettings(queue_url="postgres://h/db").resolved_memory_url() == "postgresql://h/db"
+    shown = naila("config", "show", env={"NAILA_QUEUE_URL": "postgresql://naila:hunter2@db:5432/naila"})
+    assert shown.returncode == 0 and "hunter2" not in shown.stdout
+    assert '"NAILA_QUEUE_URL": "postgresql://naila:***@db:5432/naila"' in shown.stdout
+    refused = naila("serve", env={"NAILA_QUEUE_URL": "redis://x", "MQTT_BROKER_PORT": "1"})
+    assert refused.returncode == 1 and "NAILA_QUEUE_URL" in refused.stderr and "postgresql://" in refused.stderr
 
 
 # ---------------------------------------------------------------------------------------------- processes
