@@ -18,9 +18,11 @@ from naila_graph.settings import NailaSettings
 from naila_graph.user_facts import FactsNodes, UserFacts
 from nodes.act import COMMAND_INTENT
 from nodes.dispatch_action import local_now, make_dispatch_action
+from nodes.facts import Fact
 from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
+from nodes.recall import recall_answer
 from nodes.speech import storable_text
 from nodes.state import NailaState
 from prompts.persona import load_persona, persona_facts
@@ -135,18 +137,31 @@ def _facts_nodes(
 
 
 def _generate_node(generator: ResponseGenerator, facts: FactsNodes | None) -> Runnable:
-    """generate_response; with facts, the device's facts are read first (the prompt shows them, and the
-    turn's state keeps them for the next turn's prefill)."""
+    """generate_response; with facts, the device's facts are read first: a question they answer ("what's my
+    parrot called?") is answered from them (:mod:`nodes.recall`), any other turn's prompt shows them, and the
+    turn's state keeps them for the next turn's prefill."""
     if facts is None:
         return _node("generate_response", generator.invoke, generator.ainvoke)
 
+    def known_state(state: dict[str, Any], known: list[Fact] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+        told = list(state.get("user_facts") or []) if known is None else [f.sentence() for f in known]
+        answer = recall_answer(state.get("text") or "", known or [])
+        if answer is None:
+            return {**state, "user_facts": told}, {}
+        return state, {
+            "response_text": answer,
+            "response_source": "action",
+            "finish_reason": "stop",
+            "user_facts": told,
+        }
+
     def generate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        known = facts.recall(state)
-        return {**generator.invoke({**state, "user_facts": known}, config), "user_facts": known}
+        turn, recalled = known_state(state, facts.recall(state))
+        return recalled or {**generator.invoke(turn, config), "user_facts": turn["user_facts"]}
 
     async def agenerate(state: dict[str, Any], config: RunnableConfig) -> dict[str, Any]:
-        known = await facts.arecall(state)
-        return {**await generator.ainvoke({**state, "user_facts": known}, config), "user_facts": known}
+        turn, recalled = known_state(state, await facts.arecall(state))
+        return recalled or {**await generator.ainvoke(turn, config), "user_facts": turn["user_facts"]}
 
     return _node("generate_response", generate, agenerate)
 

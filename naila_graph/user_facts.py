@@ -221,27 +221,31 @@ class FactsNodes:
         self.today = today  # () -> date: plans are dated
         self.model = chat_model if extraction == "model" else None
 
-    def _fallback(self, state: dict[str, Any], exc: Exception) -> list[str]:
-        logger.warning("device=%s: the facts could not be read (%s); using the last known", state.get("device_id"), exc)
-        return list(state.get("user_facts") or [])
-
-    def recall(self, state: dict[str, Any]) -> list[str]:
+    def recall(self, state: dict[str, Any]) -> list[Fact] | None:
+        """The device's facts in the prompt's order; None when they could not be read (the turn then keeps
+        the last known sentences, ``state["user_facts"]``)."""
         device = state.get("device_id")
         if not device:
             return []
         try:
-            return sentences(self.facts.facts(device))
+            return [f.fact for f in ordered(self.facts.facts(device))]
         except Exception as exc:  # memory of the person is a help, never a reason not to answer
-            return self._fallback(state, exc)
+            self._unreadable(state, exc)
+            return None
 
-    async def arecall(self, state: dict[str, Any]) -> list[str]:
+    async def arecall(self, state: dict[str, Any]) -> list[Fact] | None:
         device = state.get("device_id")
         if not device:
             return []
         try:
-            return sentences(await self.facts.afacts(device))
+            return [f.fact for f in ordered(await self.facts.afacts(device))]
         except Exception as exc:
-            return self._fallback(state, exc)
+            self._unreadable(state, exc)
+            return None
+
+    def _unreadable(self, state: dict[str, Any], exc: Exception) -> None:
+        logger.warning("device=%s: the facts could not be read (%s); using the last known", state.get("device_id"), exc)
+        return None
 
     def _update(self, state: dict[str, Any], by_model: FactUpdate | None = None) -> tuple[str, FactUpdate] | None:
         text, device = state.get("text") or "", state.get("device_id")

@@ -150,16 +150,35 @@ def test_facts_reach_the_prompt_right_after_the_persona_through_the_tiny_gguf(tm
         assert first["user_facts"] == SAM_FACTS  # stored after the answer, kept for the next turn's prefill
         assert sorted(first["facts_changed"]) == sorted(SAM_FACTS)
         assert not any(FACTS_HEADER in m.text for m in seen.seen[0])  # told in this turn: not known before it
-        second = turn(graph, "what's my parrot called?", callbacks=[seen])
-        assert second["facts_changed"] == []
+        second = turn(graph, "what do parrots like to eat?", callbacks=[seen])
+        assert second["facts_changed"] == [] and second["response_source"] == "llm"
     persona, block, *rest = seen.seen[1]
     assert (persona.type, persona.text) == ("system", "You are NAILA.")
     assert block.type == "system" and block.text.splitlines() == [FACTS_HEADER, *SAM_FACTS]
-    assert [m.text for m in rest if isinstance(m, HumanMessage)] == [SAM, "what's my parrot called?"]
+    assert [m.text for m in rest if isinstance(m, HumanMessage)] == [SAM, "what do parrots like to eat?"]
     rendered = model.render_prompt(seen.seen[1])  # the model's own template renders the block in place
     assert (
         rendered.index("You are NAILA.") < rendered.index("The person has a parrot called Kiwi.") < rendered.index(SAM)
     )
+
+
+def test_a_question_the_stored_facts_answer_is_answered_from_them_and_kept_in_memory(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=8, temperature=0)
+    seen = Prompts()
+    with open_checkpointer(url_of(tmp_path)) as saver, open_store(url_of(tmp_path)) as store:
+        graph = build_graph(
+            model, saver, settings=NailaSettings(data_dir=tmp_path), persona="You are NAILA.", store=store
+        )
+        turn(graph, SAM, callbacks=[seen])
+        recalled = turn(graph, "do you remember my parrot's name?", callbacks=[seen])
+        unknown = turn(graph, "what's my favourite food?", callbacks=[seen])  # never told: the model answers
+        history = graph.get_state(turn_config("robot1")).values["messages"]
+    assert (recalled["response_text"], recalled["response_source"]) == ("Your parrot is called Kiwi.", "action")
+    assert len(seen.seen) == 2  # the recalled answer asked no model
+    assert unknown["response_source"] == "llm"
+    assert [m.text for m in history][2:4] == ["do you remember my parrot's name?", "Your parrot is called Kiwi."]
 
 
 def test_the_next_turn_prefix_holds_the_facts_and_the_budget_counts_them(tmp_path: Path, tiny_model: str) -> None:
@@ -210,7 +229,9 @@ async def test_the_async_graph_recalls_and_remembers(tmp_path: Path) -> None:
         config = turn_config("robot9")
         config["callbacks"] = [seen]
         await graph.ainvoke(turn_input(SAM, device_id="robot9"), config)
-        await graph.ainvoke(turn_input("what's my parrot called?", device_id="robot9"), config)
+        recalled = await graph.ainvoke(turn_input("what's my parrot called?", device_id="robot9"), config)
+        await graph.ainvoke(turn_input("and what do parrots eat?", device_id="robot9"), config)
+    assert (recalled["response_text"], recalled["response_source"]) == ("Your parrot is called Kiwi.", "action")
     assert seen.seen[1][1].text.splitlines()[1:] == SAM_FACTS
 
 
@@ -355,7 +376,7 @@ async def test_the_next_turn_reuses_the_facts_block_from_the_prefilled_prompt_st
     async with robot(mosquitto.host, mosquitto.port) as bot, NailaServer(settings, mqtt, chat_model=model) as server:
         await bot.answer(await bot.task("robot_f", SAM))
         await bot.wait_for(lambda: server.stats.prefills >= 1, what="the next turn prefilled")
-        second = await bot.task("robot_f", "what's my parrot called?")
+        second = await bot.task("robot_f", "tell me about parrots")
         await bot.answer(second)
         (metrics,) = await bot.wait_for(lambda: bot.on(p.METRICS_TOPIC, second), what="metrics")
     with open_checkpointer(url_of(tmp_path)) as saver:
