@@ -22,7 +22,7 @@ from nodes.facts import Fact
 from nodes.finalize import make_finalize
 from nodes.generate_response import ResponseGenerator
 from nodes.process_input import make_process_input
-from nodes.recall import recall_answer
+from nodes.recall import forget_answer, recall_answer
 from nodes.speech import storable_text
 from nodes.state import NailaState
 from prompts.persona import load_persona, persona_facts
@@ -145,7 +145,8 @@ def _generate_node(generator: ResponseGenerator, facts: FactsNodes | None) -> Ru
 
     def known_state(state: dict[str, Any], known: list[Fact] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         told = list(state.get("user_facts") or []) if known is None else [f.sentence() for f in known]
-        answer = recall_answer(state.get("text") or "", known or [])
+        text = state.get("text") or ""
+        answer = forget_answer(text) or recall_answer(text, known or [])
         if answer is None:
             return {**state, "user_facts": told}, {}
         return state, {

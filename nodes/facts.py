@@ -363,7 +363,7 @@ _PLAN_EVENT = _c(
 )
 _FORGET_ALL = _c(
     r"^(?:please |can you |could you |just )?(?:forget|delete|erase|wipe|remove)\s+"
-    r"(?:me|everything(?: about me| you know about me| i (?:told|said)(?: to)?(?: you)?)?|"
+    r"(?:me|everything(?: you know| i(?:'ve| have)? (?:told|said)(?: to)?(?: you)?)?(?: about (?:me|myself))?|"
     r"all (?:about me|my (?:data|facts|information|info|details)|you know about me|the facts about me"
     r"|that you know about me)|"
     r"what you know about me|my (?:data|facts|information|info|details))(?:\s+please)?$"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from nodes.facts import Fact
+from nodes.facts import Fact, extract_facts
 
 MAX_LISTED = 5  # "what do you know about me": the first facts in the prompt's order, then "and more"
 
@@ -153,6 +153,21 @@ def _about(facts: Sequence[Fact], what: str) -> str | None:
 def _pets(facts: Sequence[Fact]) -> str | None:
     pets = [clause(f) for f in facts if f.kind in ("pet", "pets")]
     return _sentence(_listed(pets)) if pets else None
+
+
+FORGOT_ALL = "Okay, I've forgotten everything you told me about yourself. It's a fresh start!"
+FORGOT_LAST = "Okay, I've forgotten that."
+
+
+def forget_answer(text: str) -> str | None:
+    """The confirmation of "forget me" / "forget that" (the remember node removes the facts, finalize the
+    conversation for "forget me"); None when ``text`` asks for neither, or also states new facts."""
+    update = extract_facts(text)
+    if update.remember:
+        return None
+    if update.forget_all:
+        return FORGOT_ALL
+    return FORGOT_LAST if update.forget_last else None
 
 
 def recall_answer(text: str, facts: Sequence[Fact]) -> str | None:

@@ -24,6 +24,7 @@ from naila_graph.memory import conversation_messages, open_async_checkpointer, o
 from naila_graph.settings import NailaSettings
 from naila_graph.user_facts import UserFacts, facts_namespace, open_async_store, open_store, sentences
 from nodes.facts import extract_facts
+from nodes.recall import FORGOT_ALL
 from prompts.templates import FACTS_HEADER
 from tests.support.mqtt import robot
 from tests.support.postgres import fresh_database
@@ -179,6 +180,24 @@ def test_a_question_the_stored_facts_answer_is_answered_from_them_and_kept_in_me
     assert len(seen.seen) == 2  # the recalled answer asked no model
     assert unknown["response_source"] == "llm"
     assert [m.text for m in history][2:4] == ["do you remember my parrot's name?", "Your parrot is called Kiwi."]
+
+
+def test_forget_me_forgets_the_facts_and_the_conversation_and_says_so(tmp_path: Path, tiny_model: str) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=8, temperature=0)
+    with open_checkpointer(url_of(tmp_path)) as saver, open_store(url_of(tmp_path)) as store:
+        settings = NailaSettings(data_dir=tmp_path)
+        graph = build_graph(model, saver, settings=settings, persona="You are NAILA.", store=store)
+        turn(graph, "I'm Nina and I live in Oslo")
+        turn(graph, "tell me about fjords")
+        forgot = turn(graph, "please forget everything I told you about me")
+        asked = turn(graph, "what's my name?")
+        history = [m.text for m in graph.get_state(turn_config("robot1")).values["messages"]]
+        facts = UserFacts(store).facts("robot1")
+    assert (forgot["response_text"], forgot["response_source"]) == (FORGOT_ALL, "action")
+    assert facts == [] and asked["user_facts"] == []
+    assert asked["response_source"] == "llm"  # no fact answers it: the model, whose prompt no longer has Nina
+    assert not any("Nina" in m for m in history), history
+    assert history[0] == "what's my name?"  # the conversation starts afresh after "forget me"
 
 
 def test_the_next_turn_prefix_holds_the_facts_and_the_budget_counts_them(tmp_path: Path, tiny_model: str) -> None:

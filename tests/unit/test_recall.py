@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nodes.facts import Fact, extract_facts
-from nodes.recall import recall_answer
+from nodes.recall import FORGOT_ALL, FORGOT_LAST, forget_answer, recall_answer
 
 
 def told(*messages: str) -> list[Fact]:
@@ -86,3 +86,20 @@ def test_anything_else_goes_to_the_model(question: str) -> None:
 def test_nothing_is_recalled_without_facts() -> None:
     assert recall_answer("what's my name?", []) is None
     assert recall_answer("what do you know about me?", []) is None
+
+
+@pytest.mark.parametrize(
+    ("message", "answer"),
+    [
+        ("please forget everything I told you about me", FORGOT_ALL),
+        ("forget me", FORGOT_ALL),
+        ("Forget everything you know about me.", FORGOT_ALL),
+        ("forget that", FORGOT_LAST),
+        ("wait, forget that", FORGOT_LAST),
+        ("forget that, my name is Sam", None),  # a correction: the model answers, the new name is stored
+        ("I forgot my keys", None),
+        ("don't forget my birthday", None),
+    ],
+)
+def test_forget_requests_are_confirmed(message: str, answer: str | None) -> None:
+    assert forget_answer(message) == answer
