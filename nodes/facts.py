@@ -47,12 +47,12 @@ _SINGLE_SLOT = frozenset({"name", "age", "language", "home", "origin", "job", "b
 
 MAX_VALUE_CHARS = 80  # a fact is a short phrase; longer captures are statements, not facts
 
-_PETS = (
+PETS = (
     "guinea pig|dog|puppy|cat|kitten|parrot|budgie|budgerigar|canary|cockatiel|bird|hamster|rabbit|bunny|"
     "goldfish|fish|turtle|tortoise|snake|lizard|gecko|iguana|horse|pony|ferret|mouse|rat|chinchilla|"
     "hedgehog|pig|goat|chicken|duck|axolotl|frog|gerbil"
 )
-_RELATIONS = (
+RELATIONS = (
     "best friend|friend|girlfriend|boyfriend|wife|husband|partner|fiancée|fiancee|fiancé|fiance|"
     "son|daughter|brother|sister|mom|mum|mother|dad|father|grandma|grandmother|granny|grandpa|grandfather|"
     "aunt|uncle|cousin|niece|nephew|stepmother|stepfather|stepson|stepdaughter|twin"
@@ -276,30 +276,30 @@ _IS_CALLED = r"(?:'s name is|’s name is| is called| is named|'s called| name i
 _PET_ADJ = r"(?:(?:little|small|big|young|old|new|pet|cute|lovely|fluffy|\w+ed) )*"
 _CALLED = r"(?:,\s*|\s+(?:called|named|by the name of|whose name is)\s+)"
 _PET_PATTERNS = (
-    _c(rf"^{_I_HAVE} an? {_PET_ADJ}(?P<pet>{_PETS})s?{_CALLED}{_NAME}$"),
-    _c(rf"^(?:the name of )?my {_PET_ADJ}(?P<pet>{_PETS}){_IS_CALLED}\s+{_NAME}$"),
-    _c(rf"^my {_PET_ADJ}(?P<pet>{_PETS}) is\s+{_CAP_NAME}$"),
+    _c(rf"^{_I_HAVE} an? {_PET_ADJ}(?P<pet>{PETS})s?{_CALLED}{_NAME}$"),
+    _c(rf"^(?:the name of )?my {_PET_ADJ}(?P<pet>{PETS}){_IS_CALLED}\s+{_NAME}$"),
+    _c(rf"^my {_PET_ADJ}(?P<pet>{PETS}) is\s+{_CAP_NAME}$"),
 )
 # "my dog Rex" anywhere in a clause ("I'm walking my dog Rex later"): needs the capital.
-_PET_APPOSITION = re.compile(rf"\bmy {_PET_ADJ}(?P<pet>{_PETS}),?\s+{_CAP_NAME}\b", re.IGNORECASE)
+_PET_APPOSITION = re.compile(rf"\bmy {_PET_ADJ}(?P<pet>{PETS}),?\s+{_CAP_NAME}\b", re.IGNORECASE)
 _NUMBERS = "two|three|four|five|2|3|4|5"
 _PETS_PLURAL = _c(
-    rf"^{_I_HAVE} (?P<count>{_NUMBERS}) {_PET_ADJ}(?P<pet>{_PETS})s?(?:,\s*|\s+(?:called|named)\s+)"
+    rf"^{_I_HAVE} (?P<count>{_NUMBERS}) {_PET_ADJ}(?P<pet>{PETS})s?(?:,\s*|\s+(?:called|named)\s+)"
     rf"(?P<names>{_NAME.replace('?P<name>', '')}(?:(?:\s*,\s*|\s+and\s+){_NAME.replace('?P<name>', '')})+)$"
 )
-_PET_NAMELESS = _c(rf"^{_I_HAVE} an? {_PET_ADJ}(?P<pet>{_PETS})$")
-_PETS_NAMELESS = _c(rf"^{_I_HAVE} (?P<count>{_NUMBERS}) {_PET_ADJ}(?P<pet>{_PETS})s?$")
+_PET_NAMELESS = _c(rf"^{_I_HAVE} an? {_PET_ADJ}(?P<pet>{PETS})$")
+_PETS_NAMELESS = _c(rf"^{_I_HAVE} (?P<count>{_NUMBERS}) {_PET_ADJ}(?P<pet>{PETS})s?$")
 _FAMILY_PATTERNS = (
-    _c(rf"^(?:the name of )?my (?P<rel>{_RELATIONS}){_IS_CALLED}\s+{_NAME}$"),
-    _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{_RELATIONS}){_CALLED}{_NAME}$"),
-    _c(rf"^my (?P<rel>{_RELATIONS}) is\s+{_CAP_NAME}$"),
+    _c(rf"^(?:the name of )?my (?P<rel>{RELATIONS}){_IS_CALLED}\s+{_NAME}$"),
+    _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{RELATIONS}){_CALLED}{_NAME}$"),
+    _c(rf"^my (?P<rel>{RELATIONS}) is\s+{_CAP_NAME}$"),
 )
 # "my sister Anna" anywhere in a clause ("I'm visiting my sister Anna tomorrow"): needs the capital.
 _FAMILY_APPOSITION = re.compile(
-    rf"\bmy (?:(?:little|older|younger|big|twin|baby|best) )?(?P<rel>{_RELATIONS}),?\s+{_CAP_NAME}\b", re.IGNORECASE
+    rf"\bmy (?:(?:little|older|younger|big|twin|baby|best) )?(?P<rel>{RELATIONS}),?\s+{_CAP_NAME}\b", re.IGNORECASE
 )
-_FAMILY_NAMED_FIRST = re.compile(rf"^{_CAP_NAME} is my (?P<rel>{_RELATIONS})$", re.IGNORECASE)
-_FAMILY_NAMELESS = _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{_RELATIONS})$")
+_FAMILY_NAMED_FIRST = re.compile(rf"^{_CAP_NAME} is my (?P<rel>{RELATIONS})$", re.IGNORECASE)
+_FAMILY_NAMELESS = _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{RELATIONS})$")
 _LIKES = (
     _c(rf"^i (?:really |absolutely |just |also |totally |do |truly )*(?:love|like|adore|enjoy|dig)\s+{_THING}$"),
     _c(rf"^{_I_AM} (?:really |totally |also )?(?:into|an? (?:big |huge )?fan of)\s+{_THING}$"),
@@ -374,7 +374,7 @@ _FORGET_LAST = _c(
 )
 _FORGET_SLOT = _c(
     rf"^(?:please |can you |could you |just )?(?:forget|delete|erase)\s+(?:about )?my\s+(?P<what>name|age|language|"
-    rf"home|job|birthday|plans?|likes|dislikes|allergies|{_RELATIONS}|{_PETS})(?:'s name)?(?:\s+please)?$"
+    rf"home|job|birthday|plans?|likes|dislikes|allergies|{RELATIONS}|{PETS})(?:'s name)?(?:\s+please)?$"
 )
 # "I don't want you to remember my pets"
 _FORGET_KIND = _c(
@@ -437,9 +437,9 @@ def extract_facts(text: str, *, today: date | None = None) -> FactUpdate:
             kind = _FORGET_KINDS.get(what)
             if kind:
                 drop.append(f"kind:{kind}")
-            elif re.fullmatch(_PETS, what):
+            elif re.fullmatch(PETS, what):
                 drop.append(f"pet:{what}")
-            elif re.fullmatch(_RELATIONS, what):
+            elif re.fullmatch(RELATIONS, what):
                 drop.append(f"family:{what}")
             else:
                 drop.append(what)

@@ -5,6 +5,8 @@ streamed sentence and to the stored answer (each works within a sentence, so bot
   teacher" → "You're a teacher", "my favourite food is ramen" → "your favourite food is ramen" when those are
   the person's (:func:`nodes.facts.reattributed` for names); the facts are those stored for the device and
   those the person states in this very message.
+- NAILA has no pets, family or bank account: "my cat", "my brother" in its answer are the person's ("your
+  cat"), and the persona's "the user's desk", parroted, is "your desk".
 - The generic assistant's "How can I assist you today?" (Qwen's default greeting) becomes NAILA's
   "What shall we do today?".
 """
@@ -14,9 +16,21 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from nodes.facts import extract_facts, reattributed
+from nodes.facts import PETS, RELATIONS, extract_facts, reattributed
 
-_ASSIST = re.compile(r"\b(?:How|how) (?:can|may) I (?:assist|be of assistance to) you(?: today| now)?\s*\?")
+_ASSIST = re.compile(
+    r"\b(?:How|how) (?:can|may) I (?:assist|be of assistance to|help) you"
+    r"(?: today| now| (?P<when>tonight|this (?:morning|afternoon|evening)))?\s*\?"
+)
+# NAILA is a robot: it has no pets, no family and no bank account, so "my cat" in its answer is the
+# person's ("I don't know my cat's name" → "your cat's name"). Friends are left alone ("hello, my friend").
+_NOT_ROBOTS = "|".join(
+    w
+    for w in (*PETS.split("|"), *RELATIONS.split("|"), "pets?", "family", "bank account", "breakfast")
+    if "friend" not in w
+)
+_THEIRS = re.compile(rf"\b([Mm])y (?=(?:{_NOT_ROBOTS})(?:'s|s)?\b)")
+_USERS = re.compile(r"\b([Tt])he user's\b")  # the persona's "the user's desk", parroted
 _NAME = re.compile(r"^The person's name is (?P<name>[^.]+)\.$")
 _JOB = re.compile(r"^The person works as (?P<article>an?) (?P<job>[^.]+)\.$")
 _FAVOURITE = re.compile(r"^The person's favourite (?P<what>[^.]+?) is (?P<value>[^.]+)\.$")
@@ -32,7 +46,9 @@ def answer_facts(state: dict[str, Any]) -> list[str]:
 
 def in_voice(text: str, facts: list[str]) -> str:
     """``text`` as NAILA says it (see the module docstring)."""
-    out = _ASSIST.sub("What shall we do today?", reattributed(text, facts))
+    out = _ASSIST.sub(lambda m: f"What shall we do {m['when'] or 'today'}?", reattributed(text, facts))
+    out = _THEIRS.sub(lambda m: "Your " if m[1] == "M" else "your ", out)
+    out = _USERS.sub(lambda m: "Your" if m[1] == "T" else "your", out)
     for sentence in facts:
         if match := _NAME.match(sentence):
             name = re.escape(match["name"])

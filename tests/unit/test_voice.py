@@ -33,6 +33,16 @@ FACTS = [
         ("I'm Martina's friend.", "I'm Martina's friend."),
         ("My favourite bird is the robin.", "My favourite bird is the robin."),
         ("How can I help?", "How can I help?"),
+        # NAILA has no pets, family or bank account: those are the person's, whatever the facts say
+        ("I don't know my cat's name.", "I don't know your cat's name."),
+        ("My brother Tom loves football.", "Your brother Tom loves football."),
+        ("My bank account balance is $1,000.", "Your bank account balance is $1,000."),
+        ("I'm NAILA, a robot that lives on the user's desk.", "I'm NAILA, a robot that lives on your desk."),
+        ("Hello, I'm NAILA. How can I help you tonight?", "Hello, I'm NAILA. What shall we do tonight?"),
+        # NAILA's own body, and friends, stay NAILA's
+        ("I can turn my head and change my lights.", "I can turn my head and change my lights."),
+        ("Hello, my friend!", "Hello, my friend!"),
+        ("My catchphrase is beep.", "My catchphrase is beep."),
     ],
 )
 def test_the_answer_is_spoken_in_naila_voice(answer: str, spoken: str) -> None:
