@@ -55,10 +55,11 @@ NAILA_PERSONA = render_persona(NAILA_FACTS)
 
 def persona_facts(persona: str) -> PersonaFacts | None:
     """The facts behind ``persona``: :data:`NAILA_FACTS` for the built-in persona, None for a custom one
-    (``NAILA_SYSTEM_PROMPT_FILE``), whose facts the code cannot know. With None, identity and capability
+    (``NAILA_SYSTEM_PROMPT_FILE``), whose facts the code cannot know. A persona that starts with the built-in
+    one and adds to it (examples, house rules) keeps its facts. With None, identity and capability
     questions go to the model with the custom persona and a guarded answer falls back to the plain pattern
     answers; the guards themselves stay on (no persona may claim to be a chatbot company's model)."""
-    return NAILA_FACTS if persona.strip() == NAILA_PERSONA.strip() else None
+    return NAILA_FACTS if persona.strip().startswith(NAILA_PERSONA.strip()) else None
 
 
 def load_persona(path: str | os.PathLike[str] | None = None) -> str:

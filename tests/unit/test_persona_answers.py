@@ -39,6 +39,8 @@ def test_only_the_built_in_persona_has_facts() -> None:
     assert persona_facts(NAILA_PERSONA) is NAILA_FACTS
     assert persona_facts(NAILA_PERSONA + "\n") is NAILA_FACTS
     assert persona_facts("You are Pip, a tiny lamp.") is None
+    assert persona_facts(NAILA_PERSONA + "\n\nExamples of how you talk: …") is NAILA_FACTS  # the built-in, extended
+    assert persona_facts("You are Pip.\n" + NAILA_PERSONA) is None
 
 
 TOPICS = [
