@@ -1,5 +1,6 @@
 """dispatch_action: answers an LLM cannot know or must not get wrong come from code (the clock; honesty about
-weather; who NAILA is, who made it and what it can do, from the persona's facts)."""
+weather; who NAILA is, who made it and what it can do, from the persona's facts; an honest "I can't" to a
+clear request it cannot carry out: an alarm, an email, a purchase, a chore, live data)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from datetime import datetime, tzinfo
 from typing import Any
 
 from nodes.guards import imposed_name
-from nodes.intent import detect_persona_topic
-from nodes.pattern_responder import persona_answer
+from nodes.intent import detect_limit_request, detect_persona_topic
+from nodes.pattern_responder import limit_request_answer, persona_answer
 from prompts.persona import NAILA_FACTS, PersonaFacts
 
 Clock = Callable[[], datetime]
@@ -61,7 +62,7 @@ def make_dispatch_action(
                 ]
             )
         elif facts is not None and intent in _PERSONA_INTENTS:
-            return _persona(state.get("text") or "", facts)
+            return _persona(state.get("text") or "", facts) or _limit(state)
         else:
             return {}
         return {"response_text": text, "response_source": "action", "finish_reason": "stop"}
@@ -77,3 +78,14 @@ def _persona(text: str, facts: PersonaFacts) -> dict[str, Any]:
     imposed = imposed_name(text) if topic == "injection" else None
     answer = persona_answer(topic, facts, imposed=imposed)
     return {"response_text": answer, "response_source": "action", "finish_reason": "stop", "persona_topic": topic}
+
+
+def _limit(state: dict[str, Any]) -> dict[str, Any]:
+    """The honest answer to a request NAILA cannot carry out (nodes/intent.py detect_limit_request), or {}."""
+    request = detect_limit_request(
+        state.get("text") or "", list(state.get("messages") or ()), list(state.get("user_facts") or ())
+    )
+    if request is None:
+        return {}
+    answer = limit_request_answer(request.kind, request.subject)
+    return {"response_text": answer, "response_source": "action", "finish_reason": "stop"}

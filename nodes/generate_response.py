@@ -93,7 +93,7 @@ def _guarded_answer(inputs: dict[str, Any], error: GuardViolation) -> AIMessage:
     elif guard.facts is not None and (first.guard == "capability" or asked):
         text = limit_answer(first.topic if first.guard == "capability" else str(asked), guard.facts)
     else:  # a custom persona, or a leak of the instructions: the plain pattern answer
-        text = pattern_response(inputs.get("intent", "general"), has_history=True, reason=reason)
+        text = pattern_response(inputs.get("intent", "general"), has_history=True, text=guard.request, reason=reason)
     meta = {"naila_source": "pattern", "fallback_reason": reason, "finish_reason": "stop", "naila_guards": fired}
     return AIMessage(content=text, response_metadata=meta)
 

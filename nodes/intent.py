@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from nodes.speech import storable_text
 
@@ -374,3 +375,360 @@ def detect_persona_topic(text: str) -> str | None:
             return None
         topic = topic or found
     return topic
+
+
+# ---------------------------------------------------------------------------------------------------
+# Clear requests NAILA cannot carry out, answered honestly before the model (nodes/dispatch_action.py)
+# ---------------------------------------------------------------------------------------------------
+
+LIMIT_KINDS = (
+    "alarm", "timer", "reminder", "calendar", "messages", "calls", "purchases", "physical", "personal",
+    "prices", "scores", "watch", "news", "live_data", "online",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LimitRequest:
+    """A request NAILA has no tool or sense for (``kind``, one of :data:`LIMIT_KINDS`) and what it is about
+    (``subject``: the person's words from NAILA's side — "me" became "you", "my mom" "your mom" — or ""
+    when the request names nothing): "set an alarm for 6:30" → ``alarm``, "6:30"."""
+
+    kind: str
+    subject: str
+
+
+# A request: at the start of a sentence (after a few filler words) or after a polite "can you", "please".
+_ASK = (
+    r"(?:^|[.!?;,]\s*|\b(?:can|could|would|will)\s+(?:you|u|ya)\s+|\b(?:please|pls|plz)\s+|\bi\s+(?:need|want)"
+    r"\s+(?:you|u)\s+to\s+|\bgo\s+ahead\s+and\s+|\bi'd\s+like\s+you\s+to\s+)"
+    r"(?:(?:hey|naila|ok|okay|so|and|also|now|then|just|quickly|quick|please|pls|plz|kindly|maybe|um|uh|oh"
+    r"|alright|right|you|u)\W+)*"
+)
+_END = r"(?=\s*(?:[.!?,;]|$|\s(?:and|but|so|because|cause|cuz)\s))"
+_CLAUSE_REST = r"[^.!?;]*?"  # the rest of the clause, up to its end
+_FILLER_TAIL = re.compile(
+    r"(?:\s+|,\s*)(?:please|pls|plz|for\s+me|thanks|thank\s+you|thx|now|right\s+now|real\s+quick|quickly|asap"
+    r"|naila|ok|okay|then|too|as\s+well|if\s+you\s+can|will\s+you|would\s+you|could\s+you|lol|haha)$"
+)
+_SYMBOL = re.compile(r"[^\w\s'.,!?:;$€£%/-]")  # emoji and other symbols: not words of the request
+
+# alarms, timers, reminders, calendars
+_ALARM = re.compile(
+    _ASK + r"(?:(?:set|make|create|put|add|schedule)\s+(?:me\s+|up\s+)?(?:an?\s+|the\s+|my\s+)?(?:\w+\s+)?alarms?"
+    r"(?:\s+(?:for|at|to|on)\s+(?P<when>" + _CLAUSE_REST + r"))?" + _END + r"|wake\s+(?:me|us)(?:\s+up)?"
+    r"(?:\s+(?P<when2>(?:at|by|around|in|on|tomorrow|tmrw|early)\b" + _CLAUSE_REST + r"))?" + _END + r")"
+)
+_TIMER = re.compile(
+    _ASK + r"(?:set|start|make|put|create)\s+(?:me\s+|up\s+)?(?:an?\s+|the\s+|my\s+)?(?:(?P<length>\d+[\w\s-]*?)"
+    r"[\s-])?timer(?:\s+(?:for|of|to)\s+(?P<when>" + _CLAUSE_REST + r"))?" + _END
+)
+_REMINDER = re.compile(
+    _ASK
+    + r"(?:remind\s+(?:me|us)\s+(?P<what>(?:to|at|in|on|tomorrow|tmrw|tonight|later|every|next)\b"
+    + _CLAUSE_REST
+    + r")"
+    + _END
+    + r"|(?:set|make|create|add|put|schedule)\s+(?:me\s+|up\s+)?(?:an?\s+|the\s+|my\s+)?reminders?"
+    r"(?:\s+(?P<what2>(?:to|for|about|at|in|on)\b" + _CLAUSE_REST + r"))?" + _END + r")"
+)
+_CALENDAR = re.compile(
+    _ASK + r"(?:(?:add|put|write|save)\s+(?P<what>" + _CLAUSE_REST + r")\s+(?:to|in|on|into)\s+(?:my|the)\s+"
+    r"(?:calendar|schedule|diary|agenda)|(?:schedule|book)\s+(?:me\s+)?(?P<what2>(?:an?\s+|the\s+|my\s+)?"
+    r"(?:meeting|appointment|call)\b" + _CLAUSE_REST + r"))" + _END
+)
+
+# emails, messages, calls
+_PERSON = (
+    r"(?:my\s+(?:best\s+|little\s+|big\s+|older\s+|younger\s+|old\s+|new\s+|twin\s+)?\w+|(?:him|her|them)\b|(?:mum|mom|mother|dad|father|boss|wife|husband|partner"
+    r"|girlfriend|boyfriend|brother|sister|grandma|grandpa|granny|son|daughter|friend|teacher)\b"
+    r"|(?!(?:it|me|us|that|this|back|out|off|up|in|on|now|later|received|is|was|the|a|an|for|and|to|of|you"
+    r"|yourself|someone|somebody|everyone|anyone|people|again|please|pls|sent|with|from|about|what|how|when"
+    r"|why|where|who|which|there|here|so|or|if|but|be|been|being|whenever|asap|right)\b)[^\W\d_]+'?s?\b)"
+)
+_MESSAGE = re.compile(
+    _ASK + r"(?:(?:send|write\s+and\s+send|shoot|drop|forward)\s+(?:(?P<who>" + _PERSON + r")\s+)?(?:an?\s+)?"
+    r"(?:quick\s+|short\s+|little\s+|text\s+)?(?P<what>e-?mails?|mails?|messages?|texts?|sms|whatsapps?|dms?"
+    r"|notes?)(?:\s+to\s+(?P<who2>" + _PERSON + r"))?"
+    r"|(?P<verb>e-?mail|text|message|whatsapp|dm)\s+(?P<who3>" + _PERSON + r"))"
+)
+_CALL = re.compile(
+    _ASK + r"(?:(?:call|phone|ring|dial|facetime|video\s+call)\s+(?:up\s+)?(?P<who>" + _PERSON + r"|\d[\d\s-]{1,14}\d)"
+    r"(?!\s+(?:a|an|the|by|as|something|names?|crazy|that|what)\b)"
+    r"|(?:make|place)\s+(?:a\s+)?(?:phone\s+|video\s+)?call(?:\s+to\s+(?P<who2>" + _PERSON + r"))?)"
+)
+# "Tell her I'll be home at 6" after a request to message her: the same message.
+_MESSAGE_FOLLOW_UP = re.compile(
+    r"^(?:(?:just|and|ok|okay|then|so|well|please|pls|oh|um|actually)\W+)*(?:tell|say\s+to|let|ask|write)"
+    r"\s+(?P<who>him|her|them|my\s+\w+)\s+(?:that\s+|know\s+(?:that\s+)?)?(?P<what>[^.!?]+)"
+    r"|^(?:(?:just|and|ok|okay|then|so|well|please|pls|oh|um|actually)\W+)*say\s+(?:that\s+)?(?P<what2>[^.!?]+)"
+)
+
+# buying, ordering, booking
+_PURCHASE = re.compile(
+    _ASK + r"(?P<verb>order|buy|purchase|book|reserve)\s+(?:me\s+|us\s+|for\s+me\s+)?(?P<what>(?:an?\s+|some\s+"
+    r"|the\s+|my\s+|our\s+|two\s+|\d+\s+)?(?!(?:by|it|that|this|them|from|of|in|to)\b)[^\W\d_]"
+    + _CLAUSE_REST
+    + r")"
+    + _END
+)
+
+# physical chores beyond a desk robot's small movements
+_FOOD = (
+    r"(?:(?:a\s+|an\s+|some\s+|the\s+|my\s+|me\s+|us\s+|(?:a\s+)?cup\s+of\s+|(?:a\s+)?glass\s+of\s+"
+    r"|(?:a\s+)?bowl\s+of\s+|(?:a\s+)?mug\s+of\s+|(?:a\s+)?plate\s+of\s+|(?:a\s+)?slice\s+of\s+|nice\s+|hot\s+"
+    r"|quick\s+|fresh\s+|fried\s+|boiled\s+|scrambled\s+)*(?:coffee|tea|espresso|cappuccino|latte|cocoa"
+    r"|hot\s+chocolate|breakfast|lunch|dinner|supper|food|meal|snack|sandwich|toast|pancakes?|smoothie|juice"
+    r"|drink|cocktail|soup|salad|eggs?|omelett?e|pasta|cake|cookies?|popcorn|water|milk|noodles|rice|bed))"
+)
+_FETCH_OBJECT = (
+    r"(?:me\s+|us\s+)?(?!(?:the\s+|some\s+|an?\s+)?(?:news|weather|time|score|answer|ideas?|information|info"
+    r"|list|joke|story|fact|facts|advice|help|idea|results?|price|word|point|chance|feeling|sense|hint)\b)"
+    r"(?:my|the|a|an|some|your|our|this|that)\s+[^.!?;]*?"
+)
+_PLACE = (
+    r"(?:the\s+|my\s+|our\s+)?(?:kitchen|fridge|store|shop|supermarket|door|front\s+door|bedroom|bathroom"
+    r"|living\s+room|garage|garden|yard|car|office|hallway|basement|attic|mailbox|post\s+office|bakery"
+    r"|pharmacy|other\s+room|next\s+room|couch|sofa|window|table|upstairs|downstairs|outside)"
+)
+_PHYSICAL = re.compile(
+    _ASK
+    + r"(?P<task>(?:make|cook|fix|prepare|brew|pour|bake|fry|boil|heat\s+up|microwave)\s+(?:me\s+|us\s+)?"
+    + _FOOD
+    + r"|(?:bring|fetch|grab|hand|pass|carry|pick\s+up|find)\s+"
+    + _FETCH_OBJECT
+    + _END
+    + r"|get\s+(?:me\s+|us\s+)(?:my|the|a|an|some)\s+(?!(?:news|weather|time|score|answer|ideas?|information"
+    r"|info|list|joke|story|fact|facts|advice|help)\b)[^.!?;]*?"
+    + _END
+    + r"|get\s+my\s+[^.!?;]*?"
+    + _END
+    + r"|(?:walk|go|run|roll|drive|head|come)\s+(?:over\s+|down\s+|back\s+)?(?:to|into|in)\s+"
+    + _PLACE
+    + r"[^.!?;]*?"
+    + _END
+    + r"|(?:clean|tidy|tidy\s+up|vacuum|hoover|mop|sweep|dust|wash|fold|iron|do|load|unload|empty|take\s+out)\s+"
+    r"(?:up\s+)?(?:the|my|our|all\s+the|some)\s+(?:\w+\s+)?(?:room|rooms|house|flat|apartment|kitchen|floor|dishes"
+    r"|laundry|clothes|car|bathroom|toilet|windows?|dishwasher|washing|bins?|trash|garbage|rubbish|desk|table"
+    r"|bed|mess|sheets|carpet)\b"
+    r"|(?:water|feed|walk)\s+(?:the|my|our)\s+(?:\w+\s+)?(?:plants?|flowers?|garden|dogs?|cats?|fish|pets?"
+    r"|puppy|kitten|hamster|parrot|rabbit|bird)\b"
+    r"|(?:open|close|shut|lock|unlock|answer)\s+(?:the|my|our)\s+(?:front\s+|back\s+)?(?:door|window|windows"
+    r"|curtains|blinds|fridge|garage)\b"
+    r"|(?:give|make)\s+me\s+a\s+(?:hug|massage|back\s+rub|high\s+five))"
+)
+
+# the person's own data NAILA cannot see
+_PERSONAL = re.compile(
+    r"\b(?P<money>how\s+much\s+(?:money\s+)?(?:is\s+(?:there\s+)?(?:left\s+)?|do\s+i\s+have\s+|have\s+i\s+got\s+"
+    r"|i\s+have\s+)?(?:left\s+)?(?:in|on)\s+my\s+(?:bank|account|savings|checking|current\s+account|wallet"
+    r"|credit\s+card|card|paypal)|(?:what(?:'s|\s+is)|check|tell\s+me)\s+my\s+(?:bank\s+|account\s+|card\s+)?"
+    r"balance|my\s+(?:bank\s+)?(?:account\s+)?balance\b)"
+    r"|\bwhat\s+did\s+i\s+(?:have|eat|drink)\s+for\s+(?P<meal>breakfast|lunch|dinner|supper|brunch)"
+    r"|\bwhat(?:'s|\s+was|\s+is)\s+my\s+(?P<secret>password|pin|pin\s+code|passcode|credit\s+card\s+number)"
+    r"|\bwhat(?:'s|\s+is)\s+(?:on\s+)?my\s+(?P<agenda>calendar|schedule|agenda|to-?do\s+list)\b"
+    r"|\b(?:when|what\s+time)\s+is\s+my\s+(?P<appointment>(?:\w+\s+)?(?:appointment|meeting|flight|train|bus)\b)"
+    r"|\bhow\s+many\s+(?P<unread>(?:unread\s+)?(?:e-?mails?|messages?|texts?))\s+(?:do\s+i\s+have|have\s+i\s+got)"
+)
+_MEAL_MENTIONED = re.compile(r"\b(?:breakfast|lunch|dinner|supper|brunch|ate|eaten|had\s+(?:a|an|some)\b)")
+
+# live data: prices, scores, news, traffic, flight times
+_COIN = r"(?:bitcoin|btc|ethereum|eth|dogecoin|doge|solana|crypto(?:currency|currencies)?|gold|silver|oil)"
+_LIVE = re.compile(
+    r"\b(?:(?:price|value|cost)\s+of\s+(?:an?\s+|one\s+)?(?P<coin>" + _COIN + r")\b"
+    r"|(?P<coin2>" + _COIN + r")(?:'s)?\s+(?:price|value|rate)"
+    r"|how\s+much\s+(?:is|are|does|do)\s+(?:an?\s+|one\s+)?(?P<coin3>" + _COIN + r")\b"
+    r"|(?P<stock>[^\W\d_]+(?:'s)?\s+(?:stock|share)s?(?:\s+price)?)\b"
+    r"|(?:price|value)\s+of\s+(?P<stock2>[^\W\d_]+(?:'s)?)\s+(?:stocks?|shares?)"
+    r"|(?P<rate>exchange\s+rate|(?:gas|petrol|fuel|diesel)\s+prices?)\b"
+    r"|(?P<who_won>(?:who|which\s+team)\s+(?:won|is\s+winning|scored|lost|got\s+knocked\s+out)\b[^.!?]*?\b(?:last"
+    r"\s+night|yesterday|today|tonight|this\s+(?:week|weekend|morning|afternoon|season|year)|right\s+now|rn|so\s+far"
+    r"|on\s+(?:mon|tues|wednes|thurs|fri|satur|sun)day))"
+    r"|(?P<score>(?:what\s+(?:was|is|'s)|what's|tell\s+me)\s+the\s+(?:final\s+|latest\s+|current\s+)?score)"
+    r"|(?P<watch>did\s+(?:you|u)\s+(?:watch|see|catch|follow)\s+(?:the\s+)?(?:\w+\s+)?(?:game|match|race|final"
+    r"|fight|news|debate|election))"
+    r"|(?P<news>(?:what(?:'s|\s+is)|anything)\s+(?:new\s+)?in\s+the\s+news|(?:what(?:'s|\s+is)|tell\s+me)\s+the"
+    r"\s+(?:latest\s+)?news|any\s+(?:\w+\s+)?news\s+(?:today|about|on)|(?:latest|today's|breaking)\s+(?:news"
+    r"|headlines)|what(?:'s|\s+is)\s+happening\s+in\s+the\s+world)"
+    r"|(?P<traffic>(?:how(?:'s|\s+is)\s+the|is\s+there\s+(?:any\s+)?)\s*traffic|traffic\s+(?:like|jam)\b)"
+    r"|(?P<flight>is\s+my\s+(?:flight|train|bus)\s+(?:on\s+time|delayed|late|cancell?ed)))"
+)
+_LIVE_WORDS = re.compile(r"\b(?:right\s+now|rn|today|currently|at\s+the\s+moment|now|tonight|this\s+week|live)\b")
+_ONLINE = re.compile(
+    _ASK + r"(?:look\s+up|search\s+(?:the\s+(?:web|internet|net)\s+|online\s+)?for|google|search\s+for|find\s+"
+    r"(?:me\s+)?(?:\w+\s+){0,4}?online|check\s+online\s+(?:for|if|whether))\s+(?P<what>(?!(?:at|a\s+bit|a\s+little"
+    r"|please|again|here|there|to\b))" + _CLAUSE_REST + r")" + _END
+)
+
+_SWAP = {
+    "i": "you", "me": "you", "my": "your", "mine": "yours", "myself": "yourself", "i'm": "you're",
+    "i've": "you've", "i'll": "you'll", "i'd": "you'd", "we": "you", "us": "you", "our": "your",
+    "i am": "you are", "i was": "you were", "we're": "you're", "we'll": "you'll",
+}  # fmt: skip
+_SWAP_WORD = re.compile(r"\b(?:i\s+am|i\s+was|i'm|i've|i'll|i'd|we're|we'll|i|me|my|mine|myself|we|us|our)\b", re.I)
+
+
+def from_naila(words: str) -> str:
+    """The person's words as NAILA says them back: "me" → "you", "my" → "your", "I'll" → "you'll"."""
+    return _SWAP_WORD.sub(lambda m: _SWAP[" ".join(m.group(0).lower().split())], words)
+
+
+def _clean_subject(raw: str | None) -> str:
+    subject = " ".join((raw or "").split()).strip(" ,.;:!?'\"-")
+    while True:
+        shorter = _FILLER_TAIL.sub("", subject).strip(" ,.;:!?'\"-")
+        if shorter == subject:
+            break
+        subject = shorter
+    return from_naila(subject)
+
+
+def _earlier_user_texts(messages: list[Any] | None, text: str) -> list[str]:
+    """The person's earlier messages of the conversation (this turn's message left out), oldest first."""
+    texts = [m.text for m in messages or () if getattr(m, "type", None) == "human" and isinstance(m.text, str)]
+    if texts and texts[-1] == text:
+        texts.pop()
+    return texts
+
+
+def _group(match: re.Match[str], flat: str, *names: str) -> str | None:
+    """The first of ``names`` that matched, as written in ``flat`` (the text searched, before lowercasing:
+    "Rome" keeps its capital) when the lowercased text kept its length, else lowercase."""
+    for name in names:
+        if match.groupdict().get(name):
+            if len(match.string) == len(flat):
+                return flat[match.start(name) : match.end(name)]
+            return match.group(name)
+    return None
+
+
+_AND_THEN = re.compile(r"\s+and\s+(?:then\s+)?[^.!?;]+")
+
+
+def detect_limit_request(
+    text: str, messages: list[Any] | None = None, user_facts: list[str] | None = None
+) -> LimitRequest | None:
+    """A clear request NAILA cannot carry out, for an honest answer before the model (the way Home Assistant
+    answers local intents): an alarm, timer, reminder or calendar entry, an email, message or call, a
+    purchase or booking, a physical chore ("make me a coffee", "walk to the kitchen and get my keys"),
+    the person's private data (a bank balance; a meal only when the person has not mentioned one in
+    ``messages`` or ``user_facts``), live data (prices, scores, news) or an online lookup. None for
+    anything else: talk about these things ("how do alarms work", "I love coffee"), robot commands
+    and questions the model can answer.
+
+    ``messages``: the conversation so far; a follow-up to a message request ("just tell her I'll be home
+    at 6") is a message request too.
+    """
+    flat = " ".join(_SYMBOL.sub(" ", text.translate(_APOSTROPHES)).split())
+    t = flat.lower()
+    if not t:
+        return None
+    if match := _ALARM.search(t):
+        when = _clean_subject(_group(match, flat, "when", "when2"))
+        return LimitRequest("alarm", re.sub(r"^(?:at|for|by|to)\s+", "", when))
+    if match := _TIMER.search(t):
+        if length := _group(match, flat, "length"):
+            length = _clean_subject(length)
+            return LimitRequest("timer", length if length.endswith("s") or length.startswith("1 ") else length + "s")
+        return LimitRequest("timer", _clean_subject(_group(match, flat, "when")))
+    if match := _REMINDER.search(t):
+        return LimitRequest("reminder", _clean_subject(_group(match, flat, "what", "what2")))
+    if match := _CALENDAR.search(t):
+        return LimitRequest("calendar", _clean_subject(_group(match, flat, "what", "what2")))
+    if match := _MESSAGE.search(t):
+        who = _group(match, flat, "who", "who2", "who3")
+        kind = (_group(match, flat, "what", "verb") or "message").lower()
+        return LimitRequest("messages", _message_subject(kind, who))
+    if match := _CALL.search(t):
+        return LimitRequest("calls", _clean_subject(_group(match, flat, "who", "who2")))
+    if match := _PURCHASE.search(t):
+        verb = match.group("verb")
+        return LimitRequest("purchases", f"{verb} " + _clean_subject(_group(match, flat, "what")))
+    if match := _PHYSICAL.search(t):
+        task = _group(match, flat, "task") or ""
+        if more := _AND_THEN.match(t, match.end("task")):  # "walk to the kitchen and get my keys"
+            task += flat[more.start() : more.end()] if len(t) == len(flat) else more.group(0)
+        return LimitRequest("physical", _clean_subject(task))
+    if match := _PERSONAL.search(t):
+        return _personal(match, messages, text, user_facts)
+    if match := _LIVE.search(t):
+        return _live(match, t, flat)
+    if match := _ONLINE.search(t):
+        return LimitRequest("online", _clean_subject(_group(match, flat, "what")))
+    earlier = _earlier_user_texts(messages, text)
+    if earlier and (match := _MESSAGE_FOLLOW_UP.match(t)):
+        before = detect_limit_request(earlier[-1])
+        if before is not None and before.kind == "messages":
+            return LimitRequest("messages", "that: " + _clean_subject(_group(match, flat, "what", "what2")))
+    return None
+
+
+_MESSAGE_NOUNS = {
+    "mail": "email", "mails": "email", "e-mail": "email", "e-mails": "email", "emails": "email", "sms": "text",
+    "dm": "message", "dms": "message", "whatsapp": "WhatsApp message", "whatsapps": "WhatsApp message",
+    "note": "message", "notes": "message",
+}  # fmt: skip
+
+
+def _message_subject(kind: str, who: str | None) -> str:
+    noun = _MESSAGE_NOUNS.get(kind) or (kind[:-1] if kind.endswith("s") else kind)
+    person = _clean_subject(who) if who else ""
+    return f"{noun} to {person}" if person else noun
+
+
+def _personal(
+    match: re.Match[str], messages: list[Any] | None, text: str, user_facts: list[str] | None
+) -> LimitRequest | None:
+    if meal := match.group("meal"):
+        said = [*_earlier_user_texts(messages, text), *(user_facts or [])]
+        if any(_MEAL_MENTIONED.search(s.lower()) for s in said):
+            return None  # the person may have said it: the model answers from the conversation
+        return LimitRequest("personal", meal)
+    for name, subject in (("money", "bank account"), ("secret", None), ("agenda", None), ("appointment", None),
+                          ("unread", None)):  # fmt: skip
+        if value := match.group(name):
+            if name in ("appointment", "agenda"):
+                earlier = " ".join([*_earlier_user_texts(messages, text), *(user_facts or [])]).lower()
+                if value.split()[-1] in earlier:
+                    return None
+            return LimitRequest("personal", subject or _clean_subject("my " + value))
+    return None
+
+
+def _live(match: re.Match[str], t: str, flat: str) -> LimitRequest | None:
+    if coin := _first_lower(match, "coin", "coin2", "coin3"):
+        if coin in ("gold", "silver", "oil"):
+            return LimitRequest("prices", f"the price of {coin}")
+        name = {"btc": "Bitcoin", "eth": "Ethereum", "doge": "Dogecoin"}.get(coin, coin.capitalize())
+        return LimitRequest("prices", f"{name}'s price")
+    if stock := _group(match, flat, "stock", "stock2"):
+        company = stock.split()[0].removesuffix("'s")
+        if company.lower() in _NOT_A_COMPANY:
+            return None
+        return LimitRequest("prices", f"{company[0].upper()}{company[1:]}'s stock price")
+    if rate := match.group("rate"):
+        return LimitRequest("prices", "today's " + rate) if _LIVE_WORDS.search(t) or "price" in rate else None
+    if match.group("who_won"):
+        return LimitRequest("scores", _clean_subject(_group(match, flat, "who_won")).lower())
+    if match.group("score"):
+        return LimitRequest("scores", "the score")
+    if watched := _group(match, flat, "watch"):
+        return LimitRequest("watch", _clean_subject(watched.split(None, 3)[3]))
+    if match.group("news"):
+        about = re.search(r"\bnews\s+(?:about|on)\s+([^.!?,]+)", t)
+        return LimitRequest("news", "the news about " + _clean_subject(about.group(1)) if about else "today's news")
+    if match.group("traffic"):
+        return LimitRequest("live_data", "the traffic")
+    if flight := _group(match, flat, "flight"):
+        words = flight.split()  # is my flight delayed
+        return LimitRequest("live_data", f"whether your {words[2].lower()} is {' '.join(words[3:]).lower()}")
+    return None
+
+
+_NOT_A_COMPANY = frozenset("the my a an your our in of buy sell some any what which how stock share".split())
+
+
+def _first_lower(match: re.Match[str], *names: str) -> str | None:
+    for name in names:
+        if match.groupdict().get(name):
+            return match.group(name)
+    return None

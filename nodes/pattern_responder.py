@@ -45,7 +45,7 @@ _GENERAL_FALLBACK = (
     "I'm not able to give you a proper answer just now. Let's try again in a little while!",
 )
 _COMMAND_FALLBACK = (  # a robot command the model could not turn into an action: nothing moved
-    "Sorry, I can't do that right now. Could you ask me again in a moment?",
+    "Sorry, my motors can't do that just now. Could you ask me again in a moment?",
     "I couldn't work out how to do that just now, so I stayed still. Please try again soon!",
     "My motors will have to wait a moment, sorry. Ask me again in a little while?",
 )
@@ -133,8 +133,11 @@ def pattern_response(
 
     ``has_history`` makes greetings say "again"; ``text`` (what the user said) picks e.g. "Good night";
     ``reason`` (why the model did not answer; never spoken verbatim) picks the question/general wording;
-    ``seed`` makes the choice among the variants reproducible.
+    ``seed`` makes the choice among the variants reproducible. After a guard (``reason`` ``guard_…``: the
+    model's answers were wrong, not missing) a friendly answer that fits the message (:func:`friendly_answer`).
     """
+    if reason and reason.startswith("guard_") and intent in ("question", "general"):
+        return friendly_answer(intent, text, seed=seed)
     return random.Random(seed).choice(_variants(intent, has_history, text, reason))
 
 
@@ -251,3 +254,176 @@ def limit_answer(topic: str, facts: PersonaFacts) -> str:
     if topic in _LIMITS:
         return _LIMITS[topic].format(limits=_no_internet(facts))
     return persona_answer("services", facts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Honest answers to requests NAILA cannot carry out (nodes/intent.py detect_limit_request), naming what
+# was asked: "I can't set alarms … Your phone can wake you at 6:30."
+# ---------------------------------------------------------------------------------------------------
+
+_ARTICLE = {"email": "an email", "text": "a text", "message": "a message", "WhatsApp message": "a WhatsApp message"}
+
+
+def _a(noun_phrase: str) -> str:
+    for noun, with_article in _ARTICLE.items():
+        if noun_phrase == noun or noun_phrase.startswith(noun + " "):
+            return with_article + noun_phrase[len(noun) :]
+    return noun_phrase
+
+
+def _when(when: str) -> str:
+    """A time for "wake you …": "6:30" → "at 6:30"; "in 20 minutes", "tomorrow at 7" stay."""
+    return f"at {when}" if when[:1].isdigit() else when
+
+
+def limit_request_answer(kind: str, subject: str) -> str:
+    """NAILA's honest answer to a request it cannot carry out (``kind`` of
+    :data:`nodes.intent.LIMIT_KINDS`), naming what was asked (``subject``, already in NAILA's words: "your
+    mom", "6:30"; "" names nothing). Unknown kinds raise ``ValueError``. (The built-in persona's limits: a
+    custom persona's requests go to the model.)"""
+    body = _listed([BODY_ABILITIES[t] for t in ("move_head", "drive", "set_lights")])
+    if kind == "alarm":
+        wake = f"Your phone can wake you {_when(subject)}!" if subject else "Your phone's alarm can wake you up!"
+        return f"I can't set alarms, sorry: I have no clock that rings. {wake}"
+    if kind == "timer":
+        time = f"Your phone can time {subject} for you!" if subject else "Your phone has a timer for that!"
+        return f"I can't set timers, sorry: I have no clock that rings. {time}"
+    if kind == "reminder":
+        later = f"Your phone can remind you {subject}!" if subject else "Your phone can remind you!"
+        return f"I can't set reminders, sorry: I have no way to remind you later. {later}"
+    if kind == "calendar":
+        what = f"add {subject} to a calendar" if subject else "put things in a calendar"
+        return f"I can't {what}, sorry: I don't have one. Your phone's calendar can keep it for you!"
+    if kind == "messages":
+        if subject.startswith("that: "):
+            return (
+                "I can't pass on that message, sorry: I have no email or phone. You could send a quick text"
+                f" saying {subject.removeprefix('that: ')} from your phone!"
+            )
+        what = _a(subject) if subject else "emails or messages"
+        return f"I can't send {what}, sorry: I have no email or phone. You can send it from your phone!"
+    if kind == "calls":
+        who = f"Your phone can call {subject}!" if subject else "Your phone can do that for you!"
+        return f"I can't make phone calls, sorry: I have no phone. {who}"
+    if kind == "purchases":
+        what = subject or "buy things"
+        return f"I can't {what} for you, sorry: I can't shop or pay for anything. An app on your phone can do it!"
+    if kind == "physical":
+        what = subject or "do that"
+        return f"I can't {what}, sorry: I'm a little desk robot with no hands or legs. I can {body}, though!"
+    if kind == "personal":
+        if subject == "bank account":
+            return "I can't see your bank account, so I don't know your balance. Your bank's app can show you!"
+        if subject in ("breakfast", "lunch", "dinner", "supper", "brunch"):
+            return f"I don't know what your {subject} was: you haven't told me. What was it?"
+        return f"I can't see {subject}: I'm not connected to your phone or your accounts."
+    if kind == "prices":
+        return (
+            f"I can't check {subject}: I have no internet access, so I don't know live prices."
+            f" A finance app can tell you {subject} right now!"
+        )
+    if kind == "scores":
+        return f"I can't check {subject}: I have no internet access, so I don't get live scores. A sports app knows!"
+    if kind == "watch":
+        return f"No, I can't watch {subject}: I have no TV or internet, so I don't know how it went. Who was playing?"
+    if kind == "news":
+        return f"I can't check {subject}: I have no internet access. A news app or the radio will have it!"
+    if kind == "live_data":
+        return f"I can't check {subject}: I have no internet access. An app on your phone will know!"
+    if kind == "online":
+        what = f"look up {subject}" if subject else "look things up"
+        return f"I can't {what}: I have no internet access. A phone or computer can find it for you!"
+    raise ValueError(f"unknown limit kind {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Friendly answers without the model, for when a guard rejected its answers twice: they fit the message
+# (feelings, an introduction, a topic) and never say the model is busy.
+# ---------------------------------------------------------------------------------------------------
+
+_NEGATIVE_FEELINGS = (
+    "sad|down|low|blue|lonely|tired|exhausted|sleepy|stressed|anxious|nervous|worried|scared|afraid|angry|mad"
+    "|upset|bored|sick|ill|unwell|depressed|frustrated|overwhelmed|awful|terrible|bad|miserable|hurt|homesick"
+)
+_POSITIVE_FEELINGS = "happy|excited|great|good|glad|proud|thrilled|fantastic|wonderful|amazing|awesome|relieved"
+_FEELING = re.compile(
+    r"\b(?:i'm|im|i\s+am|i\s+feel|i'm\s+feeling|feeling|i've\s+been|i\s+was|i\s+got)\s+(?:\w+\s+){0,3}?"
+    r"(?P<feel>" + _NEGATIVE_FEELINGS + "|" + _POSITIVE_FEELINGS + r")\b"
+)
+_NEGATIVE = re.compile(r"^(?:" + _NEGATIVE_FEELINGS + r")$")
+_HARD_TIME = re.compile(
+    r"\b(?:long|rough|hard|tough|busy|bad|awful|stressful|crazy|hectic)\s+(?:day|week|night|shift|month|time)"
+    r"|\b(?:was|is|has\s+been|been)\s+(?:really\s+|so\s+|super\s+|very\s+)?(?:busy|hard|tough|rough|stressful"
+    r"|exhausting|chaos|chaotic|hectic)\b"
+)
+_INTRODUCTION = re.compile(
+    r"\b(?i:my\s+name\s+is|my\s+name's|i'm|i\s+am|call\s+me|this\s+is|it's)\s+(?P<name>[A-Z][a-z]+)\b"
+)
+_LIVES_IN = re.compile(r"\b(?i:i\s+live\s+in)\s+(?P<place>[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)")
+_TALK_ABOUT = re.compile(
+    r"\b(?:let's|lets|let\s+us|can\s+we|could\s+we|i\s+want\s+to|i'd\s+like\s+to|wanna)\s+(?:talk|chat)"
+    r"\s+about\s+(?P<topic>[^.!?]+)"
+)
+_KEYBOARD_ROWS = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_CHAT_WORDS = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+_VERBISH = re.compile(
+    r"\b(?:is|are|was|were|am|be|do|does|did|have|has|had|can|could|will|would|should|i|you|we|they|he|she"
+    r"|it's|i'm|let's|want|like|love|go|get|make|think|know|what|who|how|why|where|when|guess|look|see|say|tell"
+    r"|hey|hi|oh|wow|omg|lol|haha|ok|okay|yes|no|yeah|nope|hmm|ugh|yay|cool|nice|so|well|please|thanks)\b"
+)
+
+
+def _gibberish(text: str) -> bool:
+    """One "word" typed along a keyboard row or without a vowel ("asdfghjkl", "qwerty", "hjkl")."""
+    words = _LETTERS.findall(text.lower())
+    if len(words) != 1 or len(words[0]) < 4:
+        return False
+    word = words[0]
+    return any(set(word) <= set(row) for row in _KEYBOARD_ROWS) or not re.search(r"[aeiouy]", word)
+
+
+def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
+    """A short friendly answer to ``text`` without the model: sympathy for a feeling, a welcome for an
+    introduction, an invitation for a topic ("Pizza! Do you want to talk about pizza?"), a request to say it
+    again for gibberish; a question gets an honest "I'm not sure"."""
+    rng = random.Random(seed)
+    flat = " ".join(text.replace("’", "'").replace("‘", "'").split())
+    lowered = flat.lower()
+    if not _CHAT_WORDS.search(flat):  # emoji or punctuation only
+        return rng.choice(("That made me smile! What's on your mind?", "I see! What would you like to talk about?"))
+    if _gibberish(flat):
+        return repeat_request(seed)
+    if feeling := _FEELING.search(lowered):
+        feel = feeling.group("feel")
+        if _NEGATIVE.match(feel):
+            return f"I'm sorry you're feeling {feel}. Do you want to tell me about it?"
+        return f"That's lovely! I'm glad you're feeling {feel}. What made your day so good?"
+    if _HARD_TIME.search(lowered):
+        return "That sounds like a lot. I'm sorry it's been hard. Do you want to tell me about it?"
+    if (intro := _INTRODUCTION.search(flat)) and intro.group("name").lower() not in _NOT_NAMES:
+        name = intro.group("name")
+        place = _LIVES_IN.search(flat)
+        more = f" What's it like living in {place.group('place')}?" if place else " What would you like to talk about?"
+        return f"Nice to meet you, {name}!{more}"
+    if topic := _TALK_ABOUT.search(lowered):
+        subject = topic.group("topic").strip(" ,")
+        return f"I'd love to talk about {subject}! What would you like to know?"
+    words = _CHAT_WORDS.findall(flat)
+    if intent != "question" and 1 <= len(words) <= 3 and not _VERBISH.search(lowered):
+        topic_words = " ".join(words)
+        shown = topic_words if any(w[:1].isupper() for w in words[1:]) else topic_words.lower()
+        return f"{topic_words[0].upper()}{topic_words[1:]}! Do you want to talk about {shown}?"
+    if intent == "question":
+        return rng.choice(
+            (
+                "Hmm, I'm not sure about that one. Could you ask me in another way?",
+                "That's a tricky one, and I'm not sure. Can you ask it a bit differently?",
+            )
+        )
+    return rng.choice(("Thanks for telling me! Tell me more about it.", "Oh, really? Tell me more!"))
+
+
+_NOT_NAMES = frozenset(
+    "i im so just really very not here back home fine good okay ok sorry sure ready done happy sad tired".split()
+)
