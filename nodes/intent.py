@@ -404,7 +404,10 @@ _ASK = (
     r"(?:(?:hey|naila|ok|okay|so|and|also|now|then|just|quickly|quick|please|pls|plz|kindly|maybe|um|uh|oh"
     r"|alright|right|you|u)\W+)*"
 )
-_END = r"(?=\s*(?:[.!?,;]|$|\s(?:and|but|so|because|cause|cuz)\s))"
+_END = (
+    r"(?=\s*(?:[.!?,;]|$|(?<=\s)(?:and|but|so|because|cause|cuz)\s|(?:please|pls|plz|thanks|thx|for\s+me|naila"
+    r"|real\s+quick|asap)\b))"
+)
 _CLAUSE_REST = r"[^.!?;]*?"  # the rest of the clause, up to its end
 _FILLER_TAIL = re.compile(
     r"(?:\s+|,\s*)(?:please|pls|plz|for\s+me|thanks|thank\s+you|thx|now|right\s+now|real\s+quick|quickly|asap"

@@ -276,12 +276,18 @@ def _when(when: str) -> str:
     return f"at {when}" if when[:1].isdigit() else when
 
 
+# What a live-data answer names when the request named nothing.
+_NO_SUBJECT = {"prices": "live prices", "scores": "the scores", "watch": "the game", "news": "the news",
+               "live_data": "that"}  # fmt: skip
+
+
 def limit_request_answer(kind: str, subject: str) -> str:
     """NAILA's honest answer to a request it cannot carry out (``kind`` of
     :data:`nodes.intent.LIMIT_KINDS`), naming what was asked (``subject``, already in NAILA's words: "your
     mom", "6:30"; "" names nothing). Unknown kinds raise ``ValueError``. (The built-in persona's limits: a
     custom persona's requests go to the model.)"""
     body = _listed([BODY_ABILITIES[t] for t in ("move_head", "drive", "set_lights")])
+    subject = subject or _NO_SUBJECT.get(kind, "")
     if kind == "alarm":
         wake = f"Your phone can wake you {_when(subject)}!" if subject else "Your phone's alarm can wake you up!"
         return f"I can't set alarms, sorry: I have no clock that rings. {wake}"
@@ -391,9 +397,9 @@ def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
     flat = " ".join(text.replace("’", "'").replace("‘", "'").split())
     lowered = flat.lower()
     if not _CHAT_WORDS.search(flat):  # emoji or punctuation only
-        return rng.choice(("That made me smile! What's on your mind?", "I see! What would you like to talk about?"))
+        return "That made me smile! What's on your mind?"
     if _gibberish(flat):
-        return repeat_request(seed)
+        return "Sorry, I didn't quite catch that. Could you say it again?"
     if feeling := _FEELING.search(lowered):
         feel = feeling.group("feel")
         if _NEGATIVE.match(feel):
