@@ -18,10 +18,12 @@ answers; (3) "this answer is already out" and "cancel the waiting request of tha
 columns of our own. What would be left of the library is one ``SELECT … FOR UPDATE SKIP LOCKED``, so the
 claim is written here, and liveness comes from PostgreSQL itself instead of a heartbeat threshold.
 
-A claimed row names its replica's *control connection* (its backend pid and start time). A row whose control
-connection no longer exists in ``pg_stat_activity`` belongs to a dead replica and is claimed again by the
-next worker that looks: PostgreSQL ends the backend as soon as the killed process's socket closes, so
-reclaim takes one poll, with no lease that a busy but living replica could outrun.
+A claimed row names its replica's *control connection* (its backend pid and start time). A running row whose
+control connection no longer exists in ``pg_stat_activity`` belongs to a dead replica: every replica looks
+for such rows every :data:`~naila_graph.replicas.POLL_SECONDS` and puts them back in the queue
+(:meth:`QueueDatabase.release_dead`), where each is still the oldest of its device. PostgreSQL ends the
+backend as soon as the killed process's socket closes, so this takes one poll, with no lease that a busy but
+living replica could outrun.
 """
 
 from __future__ import annotations
@@ -80,15 +82,18 @@ CREATE TABLE IF NOT EXISTS naila_replicas (
 );
 """
 
-# The claimer is alive while its control connection is: a row of a vanished backend is taken again.
-_CLAIMER_GONE = (
-    "NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.claimer_pid AND a.backend_start = q.claimer_since)"
-)
-_CLAIM = f"""
+# The claimer is alive while its control connection is: a row of a vanished backend goes back to the queue.
+_RELEASE_DEAD = """
+UPDATE naila_requests q SET status = 'waiting', reclaimed_from = q.claimed_by, reclaimed_at = %(now)s,
+    claimed_by = NULL, claimer_pid = NULL, claimer_since = NULL
+WHERE q.status = 'running' AND NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.claimer_pid AND a.backend_start = q.claimer_since)
+RETURNING q.id, q.device_id, q.task_id, q.reclaimed_from
+"""
+_CLAIM = """
 WITH candidate AS (
-    SELECT q.id, q.status, q.claimed_by FROM naila_requests q
-    WHERE q.status IN ('waiting', 'running')
-      AND (q.status = 'waiting' OR {_CLAIMER_GONE})
+    SELECT q.id FROM naila_requests q
+    WHERE q.status = 'waiting'
       AND NOT EXISTS (
           SELECT 1 FROM naila_requests e
           WHERE e.device_id = q.device_id AND e.id < q.id AND e.status IN ('waiting', 'running'))
@@ -102,12 +107,10 @@ UPDATE naila_requests r SET
     claimer_pid = %(pid)s,
     claimer_since = %(since)s,
     claims = r.claims + 1,
-    claimed_at = %(now)s,
-    reclaimed_from = CASE WHEN candidate.status = 'running' THEN candidate.claimed_by ELSE r.reclaimed_from END,
-    reclaimed_at = CASE WHEN candidate.status = 'running' THEN %(now)s ELSE r.reclaimed_at END
+    claimed_at = %(now)s
 FROM candidate WHERE r.id = candidate.id
 RETURNING r.id, r.kind, r.device_id, r.task_id, r.topic, r.payload, r.received_at, r.claims,
-    r.answered_at, r.answer, candidate.status AS previous_status, candidate.claimed_by AS previous_claimer
+    r.answered_at, r.answer, r.reclaimed_from
 """
 
 
@@ -270,7 +273,6 @@ class QueueDatabase:
         )
         if row is None:
             return None
-        reclaimed = row["previous_status"] == "running"
         return Claimed(
             id=int(row["id"]),
             kind=str(row["kind"]),
@@ -282,8 +284,17 @@ class QueueDatabase:
             claims=int(row["claims"]),
             answered=row["answered_at"] is not None,
             answer=row["answer"],
-            reclaimed_from=row["previous_claimer"] if reclaimed else None,
+            reclaimed_from=row["reclaimed_from"],
         )
+
+    async def release_dead(self) -> list[tuple[str, str, str]]:
+        """Put the requests of replicas whose control connection is gone back in the queue (each stays the
+        oldest of its device, so it is answered next); (device, task id, dead replica) of each."""
+        cur = await self.conn.execute(_RELEASE_DEAD, {"now": time.time()})
+        rows = await cur.fetchall()
+        if rows:
+            await self.conn.execute("SELECT pg_notify(%s, '')", (NOTIFY_CHANNEL,))
+        return [(str(r["device_id"]), str(r["task_id"]), str(r["reclaimed_from"])) for r in rows]
 
     async def mark_answered(self, row_id: int, answer: str | None) -> None:
         """The request's final answer is published: a replica that takes it over must not answer again."""

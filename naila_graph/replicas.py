@@ -13,9 +13,10 @@ every replica's workers → the LLM (in process, or a shared server with ``LLM_B
   retained ``naila/ai/status``.
 * **Workers.** Every replica's workers claim the oldest waiting request of a device whose previous request
   is finished (:meth:`~naila_graph.pg_queue.QueueDatabase.claim`), so a device's answers come in the order
-  its requests arrived whichever replica answers. A claim of a replica that died is taken over by the next
-  claim; if that replica had already published the answer, the row says so and the answer is not given
-  again (the turn is stored in memory if it was not). Staleness is checked when a request is claimed.
+  its requests arrived whichever replica answers. The claims of a replica that died are put back in the
+  queue by whichever replica looks first (every :data:`POLL_SECONDS`); if that replica had already
+  published the answer, the row says so and the answer is not given again (the turn is stored in memory
+  if it was not). Staleness is checked when a request is claimed.
 * **Cancel.** Every replica subscribes to the cancel topic with its own ``MQTT_CLIENT_ID``: the replica
   running that device's request stops it; a request still waiting is taken out of the queue by whichever
   replica gets there first and answered ``finish_reason: "cancelled"``. Cancels are remembered for
@@ -185,6 +186,8 @@ class Replica:
                 if self.role != "leader" and await self.db.try_lock(_LOCK_INGEST, "ingest"):
                     await self._take_ingest()
                 await self.db.heartbeat(self.role)
+                for device, task, dead in await self.db.release_dead():
+                    logger.warning("device=%s task=%s: replica %s died with it; back in the queue", device, task, dead)
                 self.queue_depth = await self.db.waiting()
                 if self.role == "leader" and time.monotonic() - last_prune > PRUNE_EVERY_SECONDS:
                     last_prune = time.monotonic()
