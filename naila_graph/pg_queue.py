@@ -18,12 +18,11 @@ answers; (3) "this answer is already out" and "cancel the waiting request of tha
 columns of our own. What would be left of the library is one ``SELECT … FOR UPDATE SKIP LOCKED``, so the
 claim is written here, and liveness comes from PostgreSQL itself instead of a heartbeat threshold.
 
-A claimed row names its replica's *control connection* (its backend pid and start time). A running row whose
-control connection no longer exists in ``pg_stat_activity`` belongs to a dead replica: every replica looks
-for such rows every :data:`~naila_graph.replicas.POLL_SECONDS` and puts them back in the queue
-(:meth:`QueueDatabase.release_dead`), where each is still the oldest of its device. PostgreSQL ends the
-backend as soon as the killed process's socket closes, so this takes one poll, with no lease that a busy but
-living replica could outrun.
+A replica holds a session advisory lock on its replica id for as long as its *control connection* lives. A
+running row whose replica no longer holds it belongs to a dead replica: every replica looks for such rows every
+:data:`~naila_graph.replicas.POLL_SECONDS` and puts them back in the queue (:meth:`QueueDatabase.release_dead`),
+where each is still the oldest of its device. PostgreSQL ends the backend, and its locks, as soon as the killed
+process's socket closes, so this takes one poll, with no lease that a busy but living replica could outrun.
 """
 
 from __future__ import annotations
@@ -82,12 +81,17 @@ CREATE TABLE IF NOT EXISTS naila_replicas (
 );
 """
 
-# The claimer is alive while its control connection is: a row of a vanished backend goes back to the queue.
-_RELEASE_DEAD = """
+# A replica is alive while its control connection holds the session advisory lock (LOCK_REPLICA, hash of its
+# replica id): pg_locks shows it to every database role (pg_stat_activity hides other roles' sessions).
+LOCK_REPLICA = 7_362_004
+_HELD = (
+    "SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {ns}::oid"
+    " AND l.objid = hashtext({name})::oid AND l.objsubid = 2 AND l.granted"
+)
+_RELEASE_DEAD = f"""
 UPDATE naila_requests q SET status = 'waiting', reclaimed_from = q.claimed_by, reclaimed_at = %(now)s,
     claimed_by = NULL, claimer_pid = NULL, claimer_since = NULL
-WHERE q.status = 'running' AND NOT EXISTS (
-    SELECT 1 FROM pg_stat_activity a WHERE a.pid = q.claimer_pid AND a.backend_start = q.claimer_since)
+WHERE q.status = 'running' AND NOT EXISTS ({_HELD.format(ns=LOCK_REPLICA, name="q.claimed_by")})
 RETURNING q.id, q.device_id, q.task_id, q.reclaimed_from
 """
 _CLAIM = """
@@ -259,8 +263,7 @@ class QueueDatabase:
             (time.time() - REMEMBER_SECONDS,),
         )
         await self.conn.execute(
-            "DELETE FROM naila_replicas r WHERE NOT EXISTS"
-            " (SELECT 1 FROM pg_stat_activity a WHERE a.pid = r.pid AND a.backend_start = r.backend_start)"
+            f"DELETE FROM naila_replicas r WHERE NOT EXISTS ({_HELD.format(ns=LOCK_REPLICA, name='r.replica_id')})"
         )
         return max(cur.rowcount, 0)
 

@@ -43,7 +43,7 @@ import psycopg
 from naila_graph import protocol as p
 from naila_graph import telemetry
 from naila_graph.mqtt_link import MessageNotTaken, MqttLink
-from naila_graph.pg_queue import Claimed, QueueDatabase, listen
+from naila_graph.pg_queue import LOCK_REPLICA, Claimed, QueueDatabase, listen
 
 if TYPE_CHECKING:
     from naila_graph.server import NailaServer
@@ -57,7 +57,6 @@ POLL_SECONDS = 0.5  # a standby tries to take the ingest role, idle workers look
 PRUNE_EVERY_SECONDS = 60.0
 _LOCK_INGEST = 7_362_002  # advisory lock namespaces
 _LOCK_CLIENT = 7_362_003
-_LOCK_REPLICA = 7_362_004
 
 
 def default_replica_id() -> str:
@@ -113,7 +112,7 @@ class Replica:
                 f"another replica is running with MQTT_CLIENT_ID={self.client_id}: two replicas with one client id"
                 " would take each other's broker session; give each replica its own MQTT_CLIENT_ID"
             )
-        if not await self.db.try_lock(_LOCK_REPLICA, self.replica_id):
+        if not await self.db.try_lock(LOCK_REPLICA, self.replica_id):
             await self.db.close()
             raise ReplicaConflict(
                 f"another replica is running with NAILA_REPLICA_ID={self.replica_id}; give each its own (or unset it)"
