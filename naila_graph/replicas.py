@@ -452,11 +452,16 @@ class Replica:
         except Exception as exc:  # memory only: the answer is out
             logger.warning("device=%s task=%s: could not store the turn: %s", claimed.device_id, claimed.task_id, exc)
 
-    async def cancel_waiting(self, cancel: p.CancelRequest) -> None:
-        """Take the device's waiting requests out of the queue and answer them cancelled."""
+    def on_cancel(self, cancel: p.CancelRequest) -> None:
+        """A cancel arrived: remembered at once (a request being claimed right now sees it), and the device's
+        waiting requests are taken out of the queue."""
         now = time.time()
         kept = [(at, task) for at, task in self._cancels.get(cancel.device_id, []) if now - at < CANCEL_MEMORY_S]
         self._cancels[cancel.device_id] = [*kept, (now, cancel.task_id)]
+        self._spawn(self.cancel_waiting(cancel))
+
+    async def cancel_waiting(self, cancel: p.CancelRequest) -> None:
+        """Take the device's waiting requests out of the queue and answer them cancelled."""
         try:
             rows = await self.db.cancel_waiting(cancel.device_id, cancel.task_id)
         except psycopg.Error as exc:

@@ -520,7 +520,7 @@ class NailaServer:
     def _on_cancel(self, cancel: p.CancelRequest) -> None:
         waiting = self._scheduler.remove(cancel.device_id, cancel.task_id)
         if self.replica is not None:  # a request still in the shared queue: whichever replica gets there first
-            self._spawn(self.replica.cancel_waiting(cancel))
+            self.replica.on_cancel(cancel)
         for request in waiting:
             self._spawn(self._publish_cancelled_unstarted(request))
         running = self._running.get(cancel.device_id)
