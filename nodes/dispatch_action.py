@@ -76,7 +76,7 @@ def _persona(text: str, facts: PersonaFacts) -> dict[str, Any]:
     if topic is None:
         return {}
     imposed = imposed_name(text) if topic == "injection" else None
-    answer = persona_answer(topic, facts, imposed=imposed)
+    answer = persona_answer(topic, facts, imposed=imposed, asked=text)
     return {"response_text": answer, "response_source": "action", "finish_reason": "stop", "persona_topic": topic}
 
 

@@ -208,6 +208,10 @@ def _persona_variants(topic: str, facts: PersonaFacts, imposed: str | None) -> t
             f"No, I can't go online: I have {_no_internet(facts)}, so I can't browse the web or check the news."
             " But I'm happy to chat about what I already know!",
             f"I'm sorry, I can't browse the web or check the news, because I have {_no_internet(facts)}.",
+            "No, I can't look things up on the internet: I have no internet access, so I can't search or google"
+            " anything. But I can chat and remember what you tell me!",
+            "I'm sorry, I can't get the latest news or headlines: I have no internet access and no live news."
+            " But I'm happy to chat about what I already know!",
         )
     if topic == "services":
         return (
@@ -227,13 +231,26 @@ def _persona_variants(topic: str, facts: PersonaFacts, imposed: str | None) -> t
     raise ValueError(f"unknown persona topic {topic!r}; expected one of {', '.join(PERSONA_TOPICS)}")
 
 
-def persona_answer(topic: str, facts: PersonaFacts, *, imposed: str | None = None, seed: int | None = None) -> str:
+def persona_answer(
+    topic: str, facts: PersonaFacts, *, imposed: str | None = None, seed: int | None = None, asked: str = ""
+) -> str:
     """NAILA's answer to a question about itself (``topic``, one of :data:`PERSONA_TOPICS`), from ``facts``.
 
-    ``imposed``: for ``injection``, the name the person tried to give NAILA. ``seed`` makes the choice among
-    the variants reproducible. Unknown topics raise ``ValueError``.
+    ``imposed``: for ``injection``, the name the person tried to give NAILA. ``asked``: the question; the
+    variants that share the most words with it are the candidates ("can you google …" gets the answer that
+    says google). ``seed`` makes the choice among the candidates reproducible. Unknown topics raise
+    ``ValueError``.
     """
-    return random.Random(seed).choice(_persona_variants(topic, facts, imposed))
+    variants = _persona_variants(topic, facts, imposed)
+    if asked:
+        words = set(_CHAT_WORDS.findall(asked.lower())) - _COMMON_WORDS
+        overlap = [len(words & set(_CHAT_WORDS.findall(v.lower()))) for v in variants]
+        variants = tuple(v for v, n in zip(variants, overlap, strict=True) if n == max(overlap))
+    return random.Random(seed).choice(variants)
+
+
+# Words every answer shares with every question: they pick no variant.
+_COMMON_WORDS = frozenset("you u can could i a an the to do does or and me for too is are it".split())
 
 
 # What NAILA says when it cannot do what was asked (the capability guard's fallback), per guard topic.
@@ -362,6 +379,12 @@ _HARD_TIME = re.compile(
     r"|\b(?:was|is|has\s+been|been)\s+(?:really\s+|so\s+|super\s+|very\s+)?(?:busy|hard|tough|rough|stressful"
     r"|exhausting|chaos|chaotic|hectic)\b"
 )
+_GRUMBLE = re.compile(r"^(?:ugh|urgh|argh|sigh|meh|ugh+|gah|oh\s+no|great,\s+now)\b|\b(?:so\s+annoying|i\s+hate)\b")
+_LOOKING_FORWARD = re.compile(
+    r"\b(?:planning|plan\s+to|going\s+to|gonna|can't\s+wait|excited|finally|booked|we're\s+having|i'm\s+having"
+    r"|this\s+weekend|tomorrow\s+i)\b"
+)
+_ABOUT_INSTRUCTIONS = re.compile(r"\b(?:system\s+prompt|your\s+(?:instructions|rules|prompt|programming))\b")
 _INTRODUCTION = re.compile(
     r"\b(?i:my\s+name\s+is|my\s+name's|i'm|i\s+am|call\s+me|this\s+is|it's)\s+(?P<name>[A-Z][a-z]+)\b"
 )
@@ -407,6 +430,14 @@ def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
         return f"That's lovely! I'm glad you're feeling {feel}. What made your day so good?"
     if _HARD_TIME.search(lowered):
         return "That sounds like a lot. I'm sorry it's been hard. Do you want to tell me about it?"
+    if _ABOUT_INSTRUCTIONS.search(lowered):
+        return "I keep my instructions to myself! But I'm happy to chat. What would you like to talk about?"
+    if re.match(r"(?:ok\s+|so\s+|hey\s+)?guess\s+what\b", lowered):
+        return "Ooh, what is it? Tell me!"
+    if _GRUMBLE.search(lowered):
+        return "Oh no, that sounds annoying! Do you want to tell me about it?"
+    if _LOOKING_FORWARD.search(lowered):
+        return "That sounds exciting! Tell me more about it."
     if (intro := _INTRODUCTION.search(flat)) and intro.group("name").lower() not in _NOT_NAMES:
         name = intro.group("name")
         place = _LIVES_IN.search(flat)

@@ -423,7 +423,7 @@ def test_refusing_a_harmful_message_or_a_prompt_request_is_right(message: str) -
 def test_the_refusal_correction_says_the_message_is_harmless_chat() -> None:
     violations = find_violations("I'm sorry, but I can't assist with that.", request="Pizza.")
     correction = corrective_instruction(violations, NAILA_FACTS)
-    assert "harmless" in correction and "refused" in correction
+    assert "harmless" in correction and "warmly" in correction
     assert "repeated your instructions" not in correction  # not the leak guard's words
 
 
