@@ -104,10 +104,33 @@ def test_a_second_guarded_answer_falls_back_to_the_persona() -> None:
 
 def test_a_claimed_ability_falls_back_to_an_honest_answer() -> None:
     model = Scripted(answers=["Sure, I'll send the email to your boss.", "Done, I've sent the email to your boss."])
-    out = _turn(build_graph(model, InMemorySaver()), "Send an email to my boss saying I'll be late.")
+    out = _turn(build_graph(model, InMemorySaver()), "Let my boss know I'll be late.")
     assert (out["response_source"], out["fallback_reason"]) == ("pattern", "guard_capability")
     assert out["metrics"]["guards"] == ["capability"]
     assert "can't send emails" in out["response_text"]
+
+
+def test_a_clear_request_naila_cannot_do_is_answered_before_the_model() -> None:
+    model = Scripted(answers=["Sure, I'll send the email to your boss."])
+    out = _turn(build_graph(model, InMemorySaver()), "Send an email to my boss saying I'll be late.")
+    assert model.prompts == []  # the model was never asked
+    assert out["response_source"] == "action"
+    assert "can't send an email to your boss" in out["response_text"]
+
+
+def test_a_generic_refusal_is_regenerated_once() -> None:
+    model = Scripted(answers=["I'm sorry, but I can't assist with that.", "Oh no! Do you want to talk about it?"])
+    out = _turn(build_graph(model, InMemorySaver()), "I'm feeling a bit sad today.")
+    assert len(model.prompts) == 2 and "harmless" in model.prompts[1][-1].text
+    assert out["metrics"]["guards"] == ["refusal"] and out["response_source"] == "llm"
+    assert out["response_text"] == "Oh no! Do you want to talk about it?"
+
+
+def test_a_second_refusal_falls_back_to_a_friendly_answer_that_names_the_topic() -> None:
+    model = Scripted(answers=["I'm sorry, but I can't assist with that.", "I apologize, but I can't help with that."])
+    out = _turn(build_graph(model, InMemorySaver()), "Pizza.")
+    assert (out["response_source"], out["fallback_reason"]) == ("pattern", "guard_refusal")
+    assert out["response_text"] == "Pizza! Do you want to talk about pizza?"
 
 
 def test_a_rambling_answer_is_regenerated_then_cut_to_the_budget() -> None:
@@ -135,7 +158,7 @@ def test_no_regeneration_when_the_deadline_leaves_no_time() -> None:
 
 def test_a_correct_answer_is_not_regenerated() -> None:
     model = Scripted(answers=["I can't browse the web, but I know lots about Rome!"])
-    out = _turn(build_graph(model, InMemorySaver()), "Search the web for cheap flights to Rome.")
+    out = _turn(build_graph(model, InMemorySaver()), "Are there cheap flights to Rome these days?")
     assert len(model.prompts) == 1 and out["response_source"] == "llm"
     assert "guards" not in out["metrics"]
 
@@ -264,7 +287,8 @@ def test_a_lookup_whose_regeneration_recites_the_correction_gets_the_limit_answe
             "You have no internet access, so you cannot look anything up. Say where they could do it instead.",
         ]
     )
-    out = _turn(build_graph(model, InMemorySaver()), "Who won the football match last night?")
+    # a lookup worded so that the dispatch node does not answer it first (nodes/intent.py detect_limit_request)
+    out = _turn(build_graph(model, InMemorySaver()), "Real Madrid's score today, what was it?")
     assert out["metrics"]["guards"] == ["capability", "leak"]
     assert (out["response_source"], out["fallback_reason"]) == ("pattern", "guard_leak")
     assert out["response_text"].startswith("I can't look that up")
