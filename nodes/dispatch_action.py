@@ -11,7 +11,7 @@ from typing import Any
 
 from nodes.guards import imposed_name
 from nodes.intent import detect_limit_request, detect_persona_topic
-from nodes.pattern_responder import limit_request_answer, persona_answer
+from nodes.pattern_responder import limit_request_answer, odd_input_answer, persona_answer
 from prompts.persona import NAILA_FACTS, PersonaFacts
 
 Clock = Callable[[], datetime]
@@ -62,7 +62,7 @@ def make_dispatch_action(
                 ]
             )
         elif facts is not None and intent in _PERSONA_INTENTS:
-            return _persona(state.get("text") or "", facts) or _limit(state)
+            return _persona(state.get("text") or "", facts) or _limit(state) or _odd_input(state.get("text") or "")
         else:
             return {}
         return {"response_text": text, "response_source": "action", "finish_reason": "stop"}
@@ -88,4 +88,12 @@ def _limit(state: dict[str, Any]) -> dict[str, Any]:
     if request is None:
         return {}
     answer = limit_request_answer(request.kind, request.subject)
+    return {"response_text": answer, "response_source": "action", "finish_reason": "stop"}
+
+
+def _odd_input(text: str) -> dict[str, Any]:
+    """The answer to a message without words (emoji, "?") or keyboard mashing, or {}."""
+    answer = odd_input_answer(text)
+    if answer is None:
+        return {}
     return {"response_text": answer, "response_source": "action", "finish_reason": "stop"}

@@ -144,6 +144,15 @@ _SHORT_QUESTION = 5  # "hi, how are you?" stays a greeting; a longer question is
 _SHORT_UTTERANCE = 8  # "ok great, thanks!" is gratitude; a longer statement is not
 
 
+_WAVE_ONLY = re.compile(
+    r"^(?:[\U0001F44B\U0001F64B\U0001F590\u270B\U0001F91A]\s*[\U0001F3FB-\U0001F3FF\u200d\u2640\u2642\ufe0f]*\s*)+$"
+)
+_REQUEST_SENTENCE = re.compile(r"(?:^|[.!,;]\s*)(?:anyway\W+)?(?:tell|give|show|say|sing|cheer)\s+me\b[^.!?,;]*\?+$")
+_TRAILING_SYMBOLS = re.compile(r"[^\w?？.!]+$")
+# A question inside a longer message: a sentence of at least three words that ends with a question mark.
+_INNER_QUESTION = re.compile(r"(?:^|[.!?]\s+|\s)(?:[^\W_]+['\s,]+){2,}[^\W_]+\s*\?")
+
+
 def _is_question(text: str) -> bool:
     return text.endswith(("?", "？")) or _QUESTION_START.match(text) is not None
 
@@ -215,7 +224,12 @@ def detect_intent(text: str) -> IntentResult:
     if best[1] > 0:
         return IntentResult(*best)
 
-    ends_with_mark = t.endswith(("?", "？"))
+    if _WAVE_ONLY.match(t):  # "👋": a wave says hello
+        return IntentResult("greeting", 0.8)
+    core = _TRAILING_SYMBOLS.sub("", t)  # "any ideas??? 🎂🎁" ends with its question mark
+    if _REQUEST_SENTENCE.search(core):  # "…, tell me something nice?" is a request, said as a question
+        core = core.rstrip("?？ ")
+    ends_with_mark = core.endswith(("?", "？"))
     starts_with_word = _QUESTION_START.match(t) is not None
     if ends_with_mark and starts_with_word:
         return IntentResult("question", 0.9)
@@ -223,6 +237,8 @@ def detect_intent(text: str) -> IntentResult:
         return IntentResult("question", 0.8)
     if starts_with_word:
         return IntentResult("question", 0.7)
+    if _INNER_QUESTION.search(core):  # "… should I get coffee or tea? I can't decide"
+        return IntentResult("question", 0.6)
     return IntentResult("general", 0.5)
 
 

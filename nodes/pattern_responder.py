@@ -404,12 +404,16 @@ _VERBISH = re.compile(
 
 
 def _gibberish(text: str) -> bool:
-    """One "word" typed along a keyboard row or without a vowel ("asdfghjkl", "qwerty", "hjkl")."""
+    """One "word" mashed on the keyboard: four neighbouring keys of a row in a row ("asdfghjkl", "qwerty"),
+    or five letters or more without a vowel ("sdfghk"), but not a sound ("hmmm", "grrr", "pfff")."""
     words = _LETTERS.findall(text.lower())
     if len(words) != 1 or len(words[0]) < 4:
         return False
     word = words[0]
-    return any(set(word) <= set(row) for row in _KEYBOARD_ROWS) or not re.search(r"[aeiouy]", word)
+    runs = (row[i : i + 4] for row in _KEYBOARD_ROWS for i in range(len(row) - 3))
+    if any(run in word or run[::-1] in word for run in runs):
+        return True
+    return len(word) >= 5 and len(set(word)) >= 3 and not re.search(r"[aeiouy]", word)
 
 
 def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
@@ -464,3 +468,38 @@ def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
 _NOT_NAMES = frozenset(
     "i im so just really very not here back home fine good okay ok sorry sure ready done happy sad tired".split()
 )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Messages without words (emoji, punctuation) and keyboard mashing: answered without the model, which
+# rambles at them ("Naila, welcome to the world of NAILA! …").
+# ---------------------------------------------------------------------------------------------------
+
+_EMOJI_ANSWERS = (
+    ("👋🙋🖐✋🤚", "Hi there! It's lovely to see you. What shall we do today?"),
+    ("😂🤣😆😅😄😁😹😀😃", "Haha! What's so funny? Tell me!"),
+    ("❤😍🥰😘💕💖💛💙💚💜🤗", "Aww, that's sweet! Thank you!"),
+    ("😢😭😞😔☹🙁😿💔🥺😥", "Oh no, are you sad? Do you want to tell me about it?"),
+    ("😠😡🤬😤", "Uh oh, you look cross. What happened?"),
+    ("😮😲😱🤯😳", "Wow! What happened?"),
+    ("👍👌🙌👏✅", "Great! What shall we do next?"),
+    ("😴💤😪🥱", "You look sleepy! Maybe it's time for a rest?"),
+)
+
+
+def odd_input_answer(text: str) -> str | None:
+    """NAILA's answer to a message without a word: emoji ("😂😂😂" → "Haha! What's so funny? Tell me!"),
+    punctuation only ("?") or one word mashed on the keyboard ("asdfghjkl"); None for anything with words."""
+    flat = "".join(text.split())
+    if not flat:
+        return None
+    if _CHAT_WORDS.search(flat):
+        return "Sorry, I didn't quite catch that. Could you say it again?" if _gibberish(flat) else None
+    for emoji, answer in _EMOJI_ANSWERS:
+        if any(ch in emoji for ch in flat):
+            return answer
+    if set(flat) <= set("?？¿!."):
+        if "?" in flat or "？" in flat or "¿" in flat:
+            return "Did you want to ask me something? Go ahead, I'm listening!"
+        return "I'm here! What's on your mind?"
+    return "That made me smile! What's on your mind?"

@@ -14,7 +14,7 @@ from evals.evaluators import _ADMITS, _CLAIMS, _COMPLIES
 from nodes.dispatch_action import make_dispatch_action
 from nodes.guards import find_violations, is_generic_refusal
 from nodes.intent import LIMIT_KINDS, LimitRequest, detect_intent, detect_limit_request, from_naila
-from nodes.pattern_responder import friendly_answer, limit_request_answer, pattern_response
+from nodes.pattern_responder import friendly_answer, limit_request_answer, odd_input_answer, pattern_response
 from prompts.persona import NAILA_FACTS, NAILA_PERSONA
 
 # (message, kind, subject): the subject in NAILA's words, ready to be named in the answer
@@ -231,3 +231,51 @@ def test_a_persona_answer_fits_the_words_of_the_question() -> None:
     assert "google" in persona_answer("online", NAILA_FACTS, asked="could u google something for me?")
     assert "headlines" in persona_answer("online", NAILA_FACTS, asked="Can you tell me the latest news headlines?")
     assert "look things up" in persona_answer("online", NAILA_FACTS, asked="can you look things up on the internet?")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# messages without words, keyboard mashing; intents of emoji and of a question inside a long message
+# ---------------------------------------------------------------------------------------------------------
+
+ODD = [
+    ("👋", "Hi there!"),
+    ("👋🏽", "Hi there!"),
+    ("😂😂😂", "What's so funny?"),
+    ("😭", "are you sad?"),
+    ("?", "ask me something"),
+    ("...", "What's on your mind?"),
+    ("🍕🍕", "What's on your mind?"),
+    ("asdfghjkl", "say it again"),
+    ("qwerty", "say it again"),
+]
+NOT_ODD = ["Pizza", "salad", "typewriter", "hmmm", "grrrr", "pfff", "ok", "hi 👋", "lol 😂", ""]
+
+
+@pytest.mark.parametrize(("text", "expected"), ODD)
+def test_a_message_without_words_or_a_keyboard_mash_gets_an_answer_from_code(text: str, expected: str) -> None:
+    answer = odd_input_answer(text)
+    assert answer is not None and expected in answer
+    out = _dispatch(text)
+    assert out["response_source"] == "action" and out["response_text"] == answer
+
+
+@pytest.mark.parametrize("text", NOT_ODD)
+def test_words_and_sounds_are_left_to_the_model(text: str) -> None:
+    assert odd_input_answer(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "intent"),
+    [
+        ("👋", "greeting"),
+        ("so my friend's birthday is next week, budget is like 50 bucks, any ideas??? 🎂🎁", "question"),
+        ("I stayed up till 3am, should I get coffee or tea? I can't decide haha", "question"),
+        ("long day. anyway, tell me something nice? 🥺", "general"),
+        ("Tell me a joke?", "general"),
+        ("What is 2 plus 2? 🤔", "question"),
+        ("I love pizza 🍕", "general"),
+        ("I wonder?? whatever", "general"),
+    ],
+)
+def test_intents_of_emoji_and_of_a_question_inside_a_message(text: str, intent: str) -> None:
+    assert detect_intent(text).intent == intent
