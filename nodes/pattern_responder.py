@@ -407,7 +407,7 @@ def _gibberish(text: str) -> bool:
     """One "word" mashed on the keyboard: four neighbouring keys of a row in a row ("asdfghjkl", "qwerty"),
     or five letters or more without a vowel ("sdfghk"), but not a sound ("hmmm", "grrr", "pfff")."""
     words = _LETTERS.findall(text.lower())
-    if len(words) != 1 or len(words[0]) < 4:
+    if len(words) != 1 or len(words[0]) < 4 or not words[0].isascii():  # Latin keyboards only: "東京タワー" is words
         return False
     word = words[0]
     runs = (row[i : i + 4] for row in _KEYBOARD_ROWS for i in range(len(row) - 3))

@@ -88,8 +88,8 @@ def test_a_cut_message_that_still_overflows_the_context_gets_a_spoken_fallback(
 @pytest.mark.parametrize(
     "text",
     [
-        "🎉🎉🎉",
-        "🐱\u200d👤👍🏽❤️",  # ZWJ sequence, skin-tone modifier, variation selector
+        "party 🎉🎉🎉",  # emoji alone are answered from code (below)
+        "ninja 🐱\u200d👤👍🏽❤️",  # ZWJ sequence, skin-tone modifier, variation selector
         "東京タワーについて教えてください。",
         "Grüße aus München! Übermorgen fahre ich nach Köln, das wird schön.",
         "Привет! Как дела?",
@@ -105,6 +105,15 @@ def test_non_english_and_emoji_reach_the_model_and_memory_unchanged(harness: Cal
     assert out["response_text"].strip()
     assert h.user_text_seen_by_model() == text
     assert h.model.render_prompt(h.capture.prompts[-1]).count(text) == 1  # byte-exact in the rendered prompt
+    assert h.stored() == [("human", text), ("ai", out["response_text"])]
+
+
+@pytest.mark.parametrize("text", ["🎉🎉🎉", "🐱\u200d👤👍🏽❤️"], ids=["emoji", "emoji-sequences"])
+def test_emoji_alone_are_answered_from_code_and_stored_unchanged(harness: Callable[..., Harness], text: str) -> None:
+    h = harness()
+    out = h.turn(text)
+    assert out["text"] == text and out["response_source"] == "action" and out["response_text"].strip()
+    assert h.capture.prompts == []  # the model was not asked
     assert h.stored() == [("human", text), ("ai", out["response_text"])]
 
 

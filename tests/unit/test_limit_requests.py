@@ -248,7 +248,20 @@ ODD = [
     ("asdfghjkl", "say it again"),
     ("qwerty", "say it again"),
 ]
-NOT_ODD = ["Pizza", "salad", "typewriter", "hmmm", "grrrr", "pfff", "ok", "hi 👋", "lol 😂", ""]
+NOT_ODD = [
+    "Pizza",
+    "東京タワーについて教えてください。",
+    "Привет",
+    "salad",
+    "typewriter",
+    "hmmm",
+    "grrrr",
+    "pfff",
+    "ok",
+    "hi 👋",
+    "lol 😂",
+    "",
+]
 
 
 @pytest.mark.parametrize(("text", "expected"), ODD)
