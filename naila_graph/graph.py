@@ -146,7 +146,7 @@ def _generate_node(generator: ResponseGenerator, facts: FactsNodes | None) -> Ru
     def known_state(state: dict[str, Any], known: list[Fact] | None) -> tuple[dict[str, Any], dict[str, Any]]:
         told = list(state.get("user_facts") or []) if known is None else [f.sentence() for f in known]
         text = state.get("text") or ""
-        answer = forget_answer(text) or recall_answer(text, known or [])
+        answer = forget_answer(text) or (recall_answer(text, known) if known is not None else None)
         if answer is None:
             return {**state, "user_facts": told}, {}
         return state, {

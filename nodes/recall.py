@@ -155,6 +155,7 @@ def _pets(facts: Sequence[Fact]) -> str | None:
     return _sentence(_listed(pets)) if pets else None
 
 
+NAME_UNKNOWN = "You haven't told me your name yet. What should I call you?"
 FORGOT_ALL = "Okay, I've forgotten everything you told me about yourself. It's a fresh start!"
 FORGOT_LAST = "Okay, I've forgotten that."
 
@@ -171,13 +172,13 @@ def forget_answer(text: str) -> str | None:
 
 
 def recall_answer(text: str, facts: Sequence[Fact]) -> str | None:
-    """The answer to ``text`` from ``facts`` when ``text`` is only a question about them and they answer
-    it; None otherwise (the model answers)."""
-    if not facts or not text.strip():
-        return None
+    """The answer to ``text`` from ``facts`` (all the device's facts) when ``text`` is only a question about
+    them and they answer it, or asks for the name never told; None otherwise (the model answers)."""
     said = _normalized(text)
-    if len(said) > 120:
+    if not said or len(said) > 120:
         return None
+    if not facts:  # nothing told (or all forgotten): only the name is worth saying so
+        return NAME_UNKNOWN if _SLOT_QUESTIONS[0][1].match(said) else None
     if _EVERYTHING.match(said):
         listed = [clause(f) for f in facts[:MAX_LISTED]]
         if facts[0].kind == "name":  # "You're Sam, you have a parrot called Kiwi and …"
@@ -189,8 +190,8 @@ def recall_answer(text: str, facts: Sequence[Fact]) -> str | None:
             fact = _of_kind(facts, kind)
             if fact is None and kind == "home":  # "where do I live?" told only "I'm from Hamburg"
                 fact = _of_kind(facts, "origin")
-            if fact is None and kind == "name":
-                return None
+            if fact is None and kind == "name":  # the name is always stored when told ("I'm Sam", "Sam here")
+                return NAME_UNKNOWN
             return _sentence(clause(fact)) if fact is not None else None
     if _PETS_QUESTION.match(said):
         return _pets(facts)

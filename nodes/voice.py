@@ -2,7 +2,8 @@
 streamed sentence and to the stored answer (each works within a sentence, so both give the same text).
 
 - Whose facts: "My parrot is Kiwi." → "Your parrot is Kiwi.", "I'm Marta" → "You're Marta", "I am a
-  teacher" → "You're a teacher", "my favourite food is ramen" → "your favourite food is ramen" when those are
+  teacher" → "You're a teacher", "I live in Oslo" → "you live in Oslo", "my favourite food is ramen" →
+  "your favourite food is ramen" when those are
   the person's (:func:`nodes.facts.reattributed` for names); the facts are those stored for the device and
   those the person states in this very message.
 - NAILA has no pets, family or bank account: "my cat", "my brother" in its answer are the person's ("your
@@ -33,6 +34,8 @@ _THEIRS = re.compile(rf"\b([Mm])y (?=(?:{_NOT_ROBOTS})(?:'s|s)?\b)")
 _USERS = re.compile(r"\b([Tt])he user's\b")  # the persona's "the user's desk", parroted
 _NAME = re.compile(r"^The person's name is (?P<name>[^.]+)\.$")
 _JOB = re.compile(r"^The person works as (?P<article>an?) (?P<job>[^.]+)\.$")
+_HOME = re.compile(r"^The person lives in (?P<place>[^.]+)\.$")
+_ORIGIN = re.compile(r"^The person is from (?P<place>[^.]+)\.$")
 _FAVOURITE = re.compile(r"^The person's favourite (?P<what>[^.]+?) is (?P<value>[^.]+)\.$")
 
 
@@ -57,6 +60,10 @@ def in_voice(text: str, facts: list[str]) -> str:
             job = rf"{match['article']} {re.escape(match['job'])}\b"
             out = _to_you(rf"\bI(?:'m| am|’m) (?={job})", "you're ", out)
             out = _to_you(rf"\bI work as (?={job})", "you work as ", out)
+        elif match := _HOME.match(sentence):
+            out = _to_you(rf"\bI live in (?={re.escape(match['place'])}\b)", "you live in ", out)
+        elif match := _ORIGIN.match(sentence):
+            out = _to_you(rf"\bI(?:'m| am|’m) from (?={re.escape(match['place'])}\b)", "you're from ", out)
         elif match := _FAVOURITE.match(sentence):
             what, value = re.escape(match["what"]), re.escape(match["value"])
             out = re.sub(

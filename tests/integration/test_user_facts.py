@@ -24,7 +24,7 @@ from naila_graph.memory import conversation_messages, open_async_checkpointer, o
 from naila_graph.settings import NailaSettings
 from naila_graph.user_facts import UserFacts, facts_namespace, open_async_store, open_store, sentences
 from nodes.facts import extract_facts
-from nodes.recall import FORGOT_ALL
+from nodes.recall import FORGOT_ALL, NAME_UNKNOWN
 from prompts.templates import FACTS_HEADER
 from tests.support.mqtt import robot
 from tests.support.postgres import fresh_database
@@ -195,7 +195,7 @@ def test_forget_me_forgets_the_facts_and_the_conversation_and_says_so(tmp_path: 
         facts = UserFacts(store).facts("robot1")
     assert (forgot["response_text"], forgot["response_source"]) == (FORGOT_ALL, "action")
     assert facts == [] and asked["user_facts"] == []
-    assert asked["response_source"] == "llm"  # no fact answers it: the model, whose prompt no longer has Nina
+    assert (asked["response_text"], asked["response_source"]) == (NAME_UNKNOWN, "action")
     assert not any("Nina" in m for m in history), history
     assert history[0] == "what's my name?"  # the conversation starts afresh after "forget me"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nodes.facts import Fact, extract_facts
-from nodes.recall import FORGOT_ALL, FORGOT_LAST, forget_answer, recall_answer
+from nodes.recall import FORGOT_ALL, FORGOT_LAST, NAME_UNKNOWN, forget_answer, recall_answer
 
 
 def told(*messages: str) -> list[Fact]:
@@ -83,8 +83,12 @@ def test_anything_else_goes_to_the_model(question: str) -> None:
     assert recall_answer(question, SAM) is None
 
 
+def test_a_name_never_told_is_not_guessed() -> None:
+    assert recall_answer("what's my name?", told("I have a parrot called Kiwi")) == NAME_UNKNOWN
+
+
 def test_nothing_is_recalled_without_facts() -> None:
-    assert recall_answer("what's my name?", []) is None
+    assert recall_answer("what's my name?", []) == NAME_UNKNOWN  # after "forget me" too
     assert recall_answer("what do you know about me?", []) is None
 
 

@@ -11,6 +11,8 @@ FACTS = [
     "The person has a parrot called Kiwi.",
     "The person works as a teacher.",
     "The person's favourite food is ramen.",
+    "The person lives in Oslo.",
+    "The person is from Hamburg.",
 ]
 
 
@@ -33,6 +35,9 @@ FACTS = [
         ("I'm Martina's friend.", "I'm Martina's friend."),
         ("My favourite bird is the robin.", "My favourite bird is the robin."),
         ("How can I help?", "How can I help?"),
+        ("Hi there! You're Nina, and I live in Oslo.", "Hi there! You're Nina, and you live in Oslo."),
+        ("I'm from Hamburg too!", "You're from Hamburg too!"),
+        ("I live in a desk drawer.", "I live in a desk drawer."),
         # NAILA has no pets, family or bank account: those are the person's, whatever the facts say
         ("I don't know my cat's name.", "I don't know your cat's name."),
         ("My brother Tom loves football.", "Your brother Tom loves football."),
