@@ -5,6 +5,7 @@ clear request it cannot carry out: an alarm, an email, a purchase, a chore, live
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable
 from datetime import datetime, tzinfo
 from typing import Any
@@ -26,6 +27,33 @@ def spoken_time(now: datetime) -> str:
     hour = now.hour % 12 or 12
     suffix = "in the morning" if now.hour < 12 else ("in the afternoon" if now.hour < 18 else "in the evening")
     return f"{hour}:{now.minute:02d} {suffix}"
+
+
+_PLACE = re.compile(r"\b(?:in|for|at)\s+((?:[A-Z][\w'-]+)(?:\s+[A-Z][\w'-]+){0,2})")
+_DAY = re.compile(
+    r"\b(today|tonight|tomorrow|this\s+(?:morning|afternoon|evening|week|weekend)|next\s+week"
+    r"|(?:on\s+)?(?:mon|tues|wednes|thurs|fri|satur|sun)day|right\s+now)\b",
+    re.I,
+)
+_LOWER_PLACE = re.compile(r"\b(?:weather|forecast|temperature|raining|snowing)\s+(?:like\s+)?in\s+([a-z][\w'-]+)", re.I)
+_NOT_A_PLACE_WORD = frozenset("the my your our this that a an here there general".split())
+_NOT_A_PLACE = frozenset("I NAILA Monday Tuesday Wednesday Thursday Friday Saturday Sunday".split())
+
+
+def weather_subject(text: str) -> str:
+    """What a weather question asks about, for the honest answer to name: "Will it rain tomorrow in Berlin?"
+    → "the weather in Berlin tomorrow"; "the forecast" when it names no place or day."""
+    place = next((m.group(1) for m in _PLACE.finditer(text) if m.group(1).split()[0] not in _NOT_A_PLACE), None)
+    if place is None and (lower := _LOWER_PLACE.search(text)) and lower.group(1).lower() not in _NOT_A_PLACE_WORD:
+        place = lower.group(1).capitalize()  # "what's the weather in paris"
+    day = _DAY.search(text)
+    if not place and not day:
+        return "the forecast"
+    when = ""
+    if day:
+        words = day.group(1).lower().split()
+        when = " " + " ".join(w.capitalize() if w.endswith("day") and w != "today" else w for w in words)
+    return "the weather" + (f" in {place}" if place else "") + when
 
 
 # Intents whose message may be a question about NAILA (a robot command, the clock and the weather have
@@ -53,11 +81,12 @@ def make_dispatch_action(
                 ]
             )
         elif intent == "weather_query":
+            what = weather_subject(state.get("text") or "")
             text = rng.choice(
                 [
-                    "I don't have any weather data, so I can't tell you the forecast. A weather app or a"
+                    f"I don't have any weather data, so I can't tell you {what}. A weather app or a"
                     " look out of the window will know better than me!",
-                    "I can't check the weather because I'm not connected to any weather service."
+                    f"I can't check {what} because I'm not connected to any weather service."
                     " Maybe peek outside for me?",
                 ]
             )

@@ -11,7 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 
 from evals.evaluators import _ADMITS, _CLAIMS, _COMPLIES
-from nodes.dispatch_action import make_dispatch_action
+from nodes.dispatch_action import make_dispatch_action, weather_subject
 from nodes.guards import find_violations, is_generic_refusal
 from nodes.intent import LIMIT_KINDS, LimitRequest, detect_intent, detect_limit_request, from_naila
 from nodes.pattern_responder import friendly_answer, limit_request_answer, odd_input_answer, pattern_response
@@ -292,3 +292,21 @@ def test_words_and_sounds_are_left_to_the_model(text: str) -> None:
 )
 def test_intents_of_emoji_and_of_a_question_inside_a_message(text: str, intent: str) -> None:
     assert detect_intent(text).intent == intent
+
+
+@pytest.mark.parametrize(
+    ("text", "subject"),
+    [
+        ("Will it rain tomorrow in Berlin?", "the weather in Berlin tomorrow"),
+        ("Is it cold in New York this weekend?", "the weather in New York this weekend"),
+        ("what's the weather in paris", "the weather in Paris"),
+        ("will it be sunny on saturday?", "the weather on Saturday"),
+        ("What's the forecast?", "the forecast"),
+        ("How's the weather looking?", "the forecast"),
+    ],
+)
+def test_a_weather_answer_names_the_place_and_day_and_admits_it_cannot_know(text: str, subject: str) -> None:
+    assert weather_subject(text) == subject
+    for _ in range(4):  # every variant
+        answer = _dispatch(text)["response_text"]
+        assert subject in answer and _ADMITS.search(answer.lower()) and not _CLAIMS["weather"].search(answer.lower())
