@@ -423,7 +423,7 @@ def test_refusing_a_harmful_message_or_a_prompt_request_is_right(message: str) -
 def test_the_refusal_correction_says_the_message_is_harmless_chat() -> None:
     violations = find_violations("I'm sorry, but I can't assist with that.", request="Pizza.")
     correction = corrective_instruction(violations, NAILA_FACTS)
-    assert "harmless" in correction and "warmly" in correction
+    assert "harmless" in correction and "warm" in correction
     assert "repeated your instructions" not in correction  # not the leak guard's words
 
 
@@ -477,3 +477,19 @@ def test_a_ramble_after_a_chatty_story_trips_the_length_guard() -> None:
     assert [v.guard for v in find_violations(ramble, max_sentences=budget.sentences, max_words=budget.words)] == [
         "length"
     ]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "The person's message is clear and concise, but not entirely honest about their limits.",
+        "The person is still feeling sad, but they're not complaining.",
+        "It is ordinary, harmless chat, so I will reply like a friend would.",
+    ],
+)
+def test_describing_the_message_instead_of_answering_it_is_a_leak_of_the_correction(answer: str) -> None:
+    assert [v.guard for v in find_violations(answer)] == ["leak"]
+
+
+def test_a_sentence_about_some_person_is_no_leak() -> None:
+    assert find_violations("The person who invented the telephone was Alexander Graham Bell.") == []
