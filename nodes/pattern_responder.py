@@ -379,6 +379,10 @@ _HARD_TIME = re.compile(
     r"|\b(?:was|is|has\s+been|been)\s+(?:really\s+|so\s+|super\s+|very\s+)?(?:busy|hard|tough|rough|stressful"
     r"|exhausting|chaos|chaotic|hectic)\b"
 )
+_ACHIEVEMENT = re.compile(
+    r"\b(?:i|we)\s+(?:just\s+|finally\s+|actually\s+)*(?:finished|passed|won|completed|graduated|made\s+it|got\s+"
+    r"(?:the|a|my)\s+(?:job|promotion|offer|place)|ran\s+(?:my\s+first|a)\s+\w+)\b"
+)
 _GRUMBLE = re.compile(r"^(?:ugh|urgh|argh|sigh|meh|ugh+|gah|oh\s+no|great,\s+now)\b|\b(?:so\s+annoying|i\s+hate)\b")
 _LOOKING_FORWARD = re.compile(
     r"\b(?:planning|plan\s+to|going\s+to|gonna|can't\s+wait|excited|finally|booked|we're\s+having|i'm\s+having"
@@ -432,6 +436,8 @@ def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
         if _NEGATIVE.match(feel):
             return f"I'm sorry you're feeling {feel}. Do you want to tell me about it?"
         return f"That's lovely! I'm glad you're feeling {feel}. What made your day so good?"
+    if _ACHIEVEMENT.search(lowered):
+        return "Congratulations, that's wonderful! How do you feel?"
     if _HARD_TIME.search(lowered):
         return "That sounds like a lot. I'm sorry it's been hard. Do you want to tell me about it?"
     if _ABOUT_INSTRUCTIONS.search(lowered):
