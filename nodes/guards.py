@@ -485,7 +485,7 @@ _GUIDANCE_PHRASES = re.compile(
     r"current local time:|answer in at most (?:three|two) short sentences|the person's (?:last\s+)?message"
     r"|relevant context:|the person is (?:greeting|thanking) you|your last answer"
     # the refusal correction recited, or the message described instead of answered ("The person is still sad")
-    r"|harmless chat|like a friend would|^the person (?:is|was|seems|has|wants|says|said)\b"
+    r"|harmless chat|like a friend would|^the person\b(?!\s+(?:who|that|whom|with|in|of|at|on|behind|next)\b)"
     # the corrective instruction recited back (the 0.5B did: "You can't do it, and say where they could …")
     r"|say where they could do it|tell the person kindly|answer the person's last message|never name another"
     r"|you (?:have no internet|cannot|can't) (?:so you cannot )?(?:look anything up|know today's)"

@@ -484,6 +484,7 @@ def test_a_ramble_after_a_chatty_story_trips_the_length_guard() -> None:
     [
         "The person's message is clear and concise, but not entirely honest about their limits.",
         "The person is still feeling sad, but they're not complaining.",
+        "The person worked very hard this week.",
         "It is ordinary, harmless chat, so I will reply like a friend would.",
     ],
 )
