@@ -22,12 +22,13 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-from langchain_core.messages import RemoveMessage
+from langchain_core.messages import BaseMessage, HumanMessage, RemoveMessage
 from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.store.base import BaseStore, Item, PutOp
 
 from naila_graph.memory import SETTING, MemoryConfigError, _postgres_url, _require_postgres, _sqlite_path
 from nodes.facts import KINDS, Fact, FactUpdate, aextract_with_model, extract_facts, extract_with_model
+from prompts.templates import group_turns
 
 logger = logging.getLogger("naila.user_facts")
 
@@ -90,6 +91,24 @@ def sentences(facts: Sequence[StoredFact]) -> list[str]:
 
 def _matches(key: str, drop: str, kind: str) -> bool:
     return drop == key or (drop.startswith("kind:") and drop[5:] == kind)
+
+
+def forgotten_turns(messages: Sequence[BaseMessage], update: FactUpdate) -> list[RemoveMessage]:
+    """The earlier turns that told what ``update`` forgets ("forget that": the latest turn that stated a
+    fact; "forget my pets" / "forget my name": every turn that stated one of those), so the conversation
+    does not keep telling the model what the facts no longer hold. The current turn (the last) stays."""
+    if not (update.forget_last or update.drop):
+        return []
+    earlier = group_turns(messages)[:-1]
+    told = [(turn, extract_facts(turn[0].text).remember) for turn in earlier if isinstance(turn[0], HumanMessage)]
+    told = [(turn, facts) for turn, facts in told if facts]
+    gone: list[list[BaseMessage]] = []
+    if update.forget_last and told:
+        gone.append(told[-1][0])
+    for turn, facts in told:
+        if any(_matches(f.key, drop, f.kind) for f in facts for drop in update.drop) and turn not in gone:
+            gone.append(turn)
+    return [RemoveMessage(id=m.id) for turn in gone for m in turn if m.id is not None]
 
 
 def plan_changes(
@@ -280,11 +299,14 @@ class FactsNodes:
             return None
 
     @staticmethod
-    def _changed(before: list[str], after: list[StoredFact], update: FactUpdate) -> dict[str, Any]:
+    def _changed(state: dict[str, Any], after: list[StoredFact], update: FactUpdate) -> dict[str, Any]:
+        before = list(state.get("user_facts") or [])
         now = sentences(after)
         out: dict[str, Any] = {"user_facts": now, "facts_changed": sorted(set(now) ^ set(before))}
         if update.forget_all:  # "forget me": the conversation that told the facts goes too
             out["messages"] = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
+        elif removed := forgotten_turns(state.get("messages") or [], update):
+            out["messages"] = removed
         return out
 
     def remember(self, state: dict[str, Any]) -> dict[str, Any]:
@@ -297,7 +319,7 @@ class FactsNodes:
         except Exception:  # the answer is out; losing a fact must not fail the turn
             logger.exception("device=%s: the facts of this turn could not be stored", device)
             return {}
-        return self._changed(list(state.get("user_facts") or []), after, update)
+        return self._changed(state, after, update)
 
     async def aremember(self, state: dict[str, Any]) -> dict[str, Any]:
         found = self._update(state, await self._amodel_update(state))
@@ -309,7 +331,7 @@ class FactsNodes:
         except Exception:
             logger.exception("device=%s: the facts of this turn could not be stored", device)
             return {}
-        return self._changed(list(state.get("user_facts") or []), after, update)
+        return self._changed(state, after, update)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -200,6 +200,26 @@ def test_forget_me_forgets_the_facts_and_the_conversation_and_says_so(tmp_path: 
     assert history[0] == "what's my name?"  # the conversation starts afresh after "forget me"
 
 
+def test_forgetting_a_fact_takes_the_turns_that_told_it_out_of_the_conversation(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=8, temperature=0)
+    with open_checkpointer(url_of(tmp_path)) as saver, open_store(url_of(tmp_path)) as store:
+        settings = NailaSettings(data_dir=tmp_path)
+        graph = build_graph(model, saver, settings=settings, persona="You are NAILA.", store=store)
+        turn(graph, "My name is Sam")
+        turn(graph, "I have a cat called Bella")
+        turn(graph, "tell me about the sea")
+        turn(graph, "wait, I don't want you to remember my pets")
+        humans = [m.text for m in graph.get_state(turn_config("robot1")).values["messages"] if m.type == "human"]
+        facts = sentences(UserFacts(store).facts("robot1"))
+        turn(graph, "forget that")  # the latest statement of a fact: the name
+        after = [m.text for m in graph.get_state(turn_config("robot1")).values["messages"] if m.type == "human"]
+    assert facts == ["The person's name is Sam."]
+    assert humans == ["My name is Sam", "tell me about the sea", "wait, I don't want you to remember my pets"]
+    assert after == ["tell me about the sea", "wait, I don't want you to remember my pets", "forget that"]
+
+
 def test_the_next_turn_prefix_holds_the_facts_and_the_budget_counts_them(tmp_path: Path, tiny_model: str) -> None:
     model = ChatLlamaCpp(model_path=tiny_model, n_ctx=1024, max_tokens=64, temperature=0)
     generator = make_generator(model, NailaSettings(data_dir=tmp_path), persona="You are NAILA.")
