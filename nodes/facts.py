@@ -36,6 +36,7 @@ KINDS = (
     "job",
     "birthday",
     "family",
+    "family_like",
     "pet",
     "pets",
     "like",
@@ -176,6 +177,8 @@ class Fact:
                 return f"The person's birthday is {v}."
             case "family":
                 return f"The person's {d} is called {v}." if v else f"The person has a {d}."
+            case "family_like":
+                return f"The person's {d} {v}."
             case "pets":
                 return f"The person has {d} called {v}." if v else f"The person has {d}."
             case "pet":
@@ -297,6 +300,13 @@ _FAMILY_PATTERNS = (
 # "my sister Anna" anywhere in a clause ("I'm visiting my sister Anna tomorrow"): needs the capital.
 _FAMILY_APPOSITION = re.compile(
     rf"\bmy (?:(?:little|older|younger|big|twin|baby|best) )?(?P<rel>{RELATIONS}),?\s+{_CAP_NAME}\b", re.IGNORECASE
+)
+# "my brother Tom loves football", "my sister plays chess": what a relative likes (the clause is about them)
+_FAMILY_LIKES = re.compile(
+    rf"^my (?:(?:little|older|younger|big|twin|baby) )?(?P<rel>{RELATIONS})(?:,?\s+{_CAP_NAME})?,?\s+"
+    r"(?:really |absolutely |just |totally )?(?P<verb>loves|likes|adores|enjoys|is into|is obsessed with|plays)"
+    rf"\s+{_THING}$",
+    re.IGNORECASE,
 )
 _FAMILY_NAMED_FIRST = re.compile(rf"^{_CAP_NAME} is my (?P<rel>{RELATIONS})$", re.IGNORECASE)
 _FAMILY_NAMELESS = _c(rf"^{_I_HAVE} an? (?:(?:little|older|younger|big|twin|baby) )*(?P<rel>{RELATIONS})$")
@@ -464,6 +474,11 @@ def extract_facts(text: str, *, today: date | None = None) -> FactUpdate:
 
 
 def _clause_facts(clause: str, add: Any, drop: list[str], told: str) -> None:
+    if (m := _FAMILY_LIKES.match(clause)) and (thing := _thing(m["thing"])):
+        rel, name = m["rel"].lower(), m["name"] if m["name"] and _is_name(m["name"]) else ""
+        verb = m["verb"].lower()
+        who = f"{rel} {name}" if name else rel
+        add("family_like", Fact(f"family_like:{rel}:{_slug(thing)}", "family_like", f"{verb} {thing}", who))
     for said in _FAMILY_APPOSITION.finditer(clause):
         if _is_name(said["name"]):
             rel = said["rel"].lower()

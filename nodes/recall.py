@@ -69,6 +69,13 @@ _FAVOURITE = re.compile(
     _LEAD + _ASK + r"(?:(?:what's|whats|what is|what was)\s+)?my (?:favou?rite|fave|fav) (?P<what>[a-z][a-z ]{1,30}?)"
     r"(?: is)?" + _TAIL
 )
+_RELATIVE_LIKES = re.compile(
+    _LEAD
+    + _ASK
+    + r"what (?:does|did) my (?P<what>[a-z][a-z ]{1,20}?) (?:really )?(?:love|like|play|enjoy|adore|do for fun"
+    + r"|like (?:to do|doing)|love (?:to do|doing)|be into|is into)"
+    + _TAIL
+)
 _PETS_QUESTION = _q(r"(?:what|which) pets? (?:do i have|i have)|do i have (?:a |any )?pets?")
 _EVERYTHING = _q(
     rf"what (?:do|did) you (?:know|remember) about me(?: so far)?|what (?:else )?{_TOLD} you(?: about (?:me|myself))?"
@@ -105,6 +112,8 @@ def clause(fact: Fact) -> str:
             return f"your birthday is {v}"
         case "family":
             return f"your {d} is called {v}" if v else f"you have a {d}"
+        case "family_like":
+            return f"your {d} {v}"
         case "pets":
             return f"you have {d} called {v}" if v else f"you have {d}"
         case "pet":
@@ -193,6 +202,10 @@ def recall_answer(text: str, facts: Sequence[Fact]) -> str | None:
             if fact is None and kind == "name":  # the name is always stored when told ("I'm Sam", "Sam here")
                 return NAME_UNKNOWN
             return _sentence(clause(fact)) if fact is not None else None
+    if match := _RELATIVE_LIKES.match(said):
+        relation = match["what"].strip()
+        likes = [clause(f) for f in facts if f.kind == "family_like" and f.detail.split(" ")[0] == relation]
+        return _sentence(_listed(likes)) if likes else None
     if _PETS_QUESTION.match(said):
         return _pets(facts)
     if match := _FAVOURITE.match(said):

@@ -20,6 +20,7 @@ SAM = told(
     "my favourite colour is teal",
     "my brother is called Tom",
     "I have two cats, Tom and Jerry",
+    "my brother Tom loves football",
 )
 
 
@@ -36,6 +37,8 @@ SAM = told(
         ("where do I live again?", "You live in Oslo."),
         ("Can you remind me what my favourite colour is?", "Your favourite colour is teal."),
         ("who is my brother?", "Your brother is called Tom."),
+        ("what does my brother love?", "Your brother Tom loves football."),
+        ("what does my brother like to do?", "Your brother Tom loves football."),
         ("what are my cats called?", "Your cats are called Tom and Jerry."),
         (
             "do I have any pets?",
@@ -70,7 +73,7 @@ def test_where_do_i_live_falls_back_to_where_they_are_from() -> None:
         "what's my favourite food?",  # never told
         "how old am I?",  # never told
         "what's my dog called?",  # no dog
-        "what does my brother love?",  # the facts do not say
+        "what does my sister love?",  # the facts do not say
         "what's the capital of my country?",
         "tell me about parrots",
         "my parrot is called Kiwi",  # a statement, not a question
@@ -107,3 +110,20 @@ def test_nothing_is_recalled_without_facts() -> None:
 )
 def test_forget_requests_are_confirmed(message: str, answer: str | None) -> None:
     assert forget_answer(message) == answer
+
+
+@pytest.mark.parametrize(
+    ("message", "sentence"),
+    [
+        ("my brother Tom loves football ⚽", "The person's brother Tom loves football."),
+        ("my sister plays chess", "The person's sister plays chess."),
+        ("My mom really likes gardening", "The person's mom likes gardening."),
+    ],
+)
+def test_what_a_relative_likes_is_a_fact_about_them(message: str, sentence: str) -> None:
+    assert sentence in [f.sentence() for f in extract_facts(message).remember]
+
+
+def test_what_a_relative_is_like_is_not_a_like() -> None:
+    assert [f.kind for f in extract_facts("my brother Tom is tall").remember] == ["family"]
+    assert extract_facts("my dad loves me").remember == ()
