@@ -50,7 +50,7 @@ def test_a_traced_turn_holds_the_rendered_prompt_the_answer_and_the_metadata(
         model = ChatLlamaCpp(model_path=tiny_model, n_ctx=2048, max_tokens=12, temperature=0)
         graph = build_graph(model, InMemorySaver(), clock=lambda: FIXED_NOW)
         first = _turn(graph, "My name is Alex.", "task-1")
-        out = _turn(graph, "Tell me about the stars?", "task-2")
+        out = _turn(graph, "What are the stars made of?", "task-2")
     assert out["response_source"] == "llm"
 
     root = _root(recorder, "task-2")
@@ -74,11 +74,13 @@ def test_a_traced_turn_holds_the_rendered_prompt_the_answer_and_the_metadata(
         "My name is Alex.",  # history: the earlier turn ...
         json.dumps(first["response_text"])[1:-1],  # ... and what NAILA answered
         "Current local time: Wednesday, 25 November 2026, 15:42.",  # per-turn guidance
-        "Tell me about the stars?",  # the user message
+        "What are the stars made of?",  # the user message
     ):
         assert part in prompt, part
     assert (
-        prompt.index("My name is Alex.") < prompt.index("Current local time") < prompt.index("Tell me about the stars?")
+        prompt.index("My name is Alex.")
+        < prompt.index("Current local time")
+        < prompt.index("What are the stars made of?")
     )
     generated = llm[0]["outputs"]["generations"][0][0]["text"]
     assert generated and speakable(generated) == out["response_text"]  # the traced text is what was answered
