@@ -6,6 +6,7 @@ import random
 import re
 from collections.abc import Sequence
 
+from nodes.facts import extract_facts
 from nodes.robot_tools import ROBOT_TOOLS, tool_name
 from prompts.persona import PersonaFacts
 
@@ -389,10 +390,6 @@ _LOOKING_FORWARD = re.compile(
     r"|this\s+weekend|tomorrow\s+i)\b"
 )
 _ABOUT_INSTRUCTIONS = re.compile(r"\b(?:system\s+prompt|your\s+(?:instructions|rules|prompt|programming))\b")
-_INTRODUCTION = re.compile(
-    r"\b(?i:my\s+name\s+is|my\s+name's|i'm|i\s+am|call\s+me|this\s+is|it's)\s+(?P<name>[A-Z][a-z]+)\b"
-)
-_LIVES_IN = re.compile(r"\b(?i:i\s+live\s+in)\s+(?P<place>[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)?)")
 _TALK_ABOUT = re.compile(
     r"\b(?:let's|lets|let\s+us|can\s+we|could\s+we|i\s+want\s+to|i'd\s+like\s+to|wanna)\s+(?:talk|chat)"
     r"\s+about\s+(?P<topic>[^.!?]+)"
@@ -448,11 +445,11 @@ def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
         return "Oh no, that sounds annoying! Do you want to tell me about it?"
     if _LOOKING_FORWARD.search(lowered):
         return "That sounds exciting! Tell me more about it."
-    if (intro := _INTRODUCTION.search(flat)) and intro.group("name").lower() not in _NOT_NAMES:
-        name = intro.group("name")
-        place = _LIVES_IN.search(flat)
-        more = f" What's it like living in {place.group('place')}?" if place else " What would you like to talk about?"
-        return f"Nice to meet you, {name}!{more}"
+    told = {fact.kind: fact.value for fact in extract_facts(flat).remember}
+    if told.get("name"):  # the facts extractor reads introductions ("I'm Nina and I live in Oslo")
+        place = told.get("home")
+        more = f" What's it like living in {place}?" if place else " What would you like to talk about?"
+        return f"Nice to meet you, {told['name']}!{more}"
     if topic := _TALK_ABOUT.search(lowered):
         subject = topic.group("topic").strip(" ,")
         return f"I'd love to talk about {subject}! What would you like to know?"
@@ -469,11 +466,6 @@ def friendly_answer(intent: str, text: str, *, seed: int | None = None) -> str:
             )
         )
     return rng.choice(("Thanks for telling me! Tell me more about it.", "Oh, really? Tell me more!"))
-
-
-_NOT_NAMES = frozenset(
-    "i im so just really very not here back home fine good okay ok sorry sure ready done happy sad tired".split()
-)
 
 
 # ---------------------------------------------------------------------------------------------------
